@@ -1,0 +1,111 @@
+"""The one training loop every notebook uses: a fixed number of steps, a progress bar, periodic evaluation.
+
+Training is by step count, not wall clock, so a re-run with the same seed reproduces the same figures;
+the seconds taken are recorded beside the steps for the budgets the notebooks assert.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+
+@dataclass
+class History:
+    """What a training run recorded.
+
+    Attributes:
+        steps, losses: the step index and training loss of every step.
+        evals: ``(step, metrics)`` for each evaluation (``metrics`` is the dict ``eval_fn`` returned).
+        seconds: wall-clock seconds spent training (evaluation excluded).
+    """
+
+    steps: list[int] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    evals: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def metric(self, name: str) -> tuple[list[int], list[float]]:
+        """The steps and values of one evaluation metric, for plotting."""
+        pts = [(s, m[name]) for s, m in self.evals if name in m]
+        if not pts:
+            raise KeyError(f"no evaluation recorded metric {name!r}; have {sorted({k for _, m in self.evals for k in m})}")
+        return [s for s, _ in pts], [v for _, v in pts]
+
+
+def train(
+    model: torch.nn.Module,
+    batch_fn: Callable[[int], Any],
+    loss_fn: Callable[[torch.nn.Module, Any], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    num_steps: int,
+    eval_fn: Callable[[torch.nn.Module], dict[str, float]] | None = None,
+    eval_every: int = 100,
+    lr_scheduler: Any | None = None,
+    max_grad_norm: float | None = None,
+    after_step: Callable[[int], None] | None = None,
+    progress: bool = True,
+    desc: str = "train",
+) -> History:
+    """Train ``model`` for ``num_steps`` optimizer steps.
+
+    Each step: ``batch = batch_fn(step)``; ``loss = loss_fn(model, batch)``; backward; optional gradient
+    clipping; ``optimizer.step()``; ``lr_scheduler.step()``; ``after_step(step)`` (e.g. an EMA update).
+    ``eval_fn(model)`` runs in ``eval()`` mode under ``torch.no_grad()`` every ``eval_every`` steps and after the last.
+
+    Args:
+        model: the module to train (put in ``train()`` mode for each step).
+        batch_fn: step index -> batch; make it deterministic in the step (e.g. seed = step).
+        loss_fn: (model, batch) -> scalar loss tensor.
+        optimizer: over the parameters that should train.
+        num_steps: number of steps (> 0).
+        eval_fn: model -> dict of metric name -> float.
+        eval_every: steps between evaluations (> 0).
+    Returns:
+        A :class:`History`.
+    """
+    if not isinstance(num_steps, int) or num_steps <= 0:
+        raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
+    if not isinstance(eval_every, int) or eval_every <= 0:
+        raise ValueError(f"eval_every must be a positive int, got {eval_every!r}")
+    history = History()
+
+    def evaluate(step: int) -> None:
+        model.eval()
+        with torch.no_grad():
+            metrics = {k: float(v) for k, v in eval_fn(model).items()}
+        history.evals.append((step, metrics))
+        bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items()}, refresh=False)
+
+    bar = tqdm(range(num_steps), desc=desc, disable=not progress, mininterval=1.0)
+    for step in bar:
+        t0 = time.perf_counter()
+        model.train()
+        batch = batch_fn(step)
+        loss = loss_fn(model, batch)
+        if loss.ndim != 0:
+            raise ValueError(f"loss_fn must return a scalar tensor, got shape {tuple(loss.shape)}")
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {step}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        optimizer.step()
+        if lr_scheduler is not None:
+            lr_scheduler.step()
+        if after_step is not None:
+            after_step(step)
+        history.seconds += time.perf_counter() - t0
+        history.steps.append(step)
+        history.losses.append(loss.item())
+        if eval_fn is not None and ((step + 1) % eval_every == 0 or step + 1 == num_steps):
+            evaluate(step + 1)
+    bar.close()
+    model.eval()
+    return history

@@ -1,0 +1,144 @@
+import socket
+import threading
+import time
+
+import pytest
+import torch
+
+from mmlab import runtime
+
+
+def test_device_and_seed():
+    assert runtime.device().type in ("cpu", "cuda", "mps")
+    g = runtime.seed_everything(3)
+    a = torch.rand(3)
+    runtime.seed_everything(3)
+    assert torch.equal(a, torch.rand(3))
+    assert torch.equal(torch.rand(2, generator=g), torch.rand(2, generator=torch.Generator().manual_seed(3)))
+    with pytest.raises(ValueError, match="seed must be a non-negative int"):
+        runtime.seed_everything(-1)
+
+
+def test_online_honours_hf_hub_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t0 = time.perf_counter()
+    assert runtime.online() is False
+    assert time.perf_counter() - t0 < 0.1
+
+
+@pytest.fixture
+def silent_server():
+    """A local TCP server that accepts connections and never answers (a hub that hangs)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    conns = []
+    stop = threading.Event()
+
+    def accept():
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conns.append(srv.accept()[0])
+            except OSError:
+                continue
+
+    th = threading.Thread(target=accept, daemon=True)
+    th.start()
+    yield f"http://127.0.0.1:{srv.getsockname()[1]}"
+    stop.set()
+    th.join()
+    for c in conns:
+        c.close()
+    srv.close()
+
+
+def test_online_never_hangs(monkeypatch, silent_server):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    t0 = time.perf_counter()
+    assert runtime.online(silent_server, timeout=1.0) is False
+    assert time.perf_counter() - t0 < 1.5
+
+
+def test_online_true_for_a_server_that_answers(monkeypatch):
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_HEAD(self):  # noqa: N802
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            return None
+
+    srv = HTTPServer(("127.0.0.1", 0), Handler)
+    th = threading.Thread(target=srv.handle_request, daemon=True)
+    th.start()
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    assert runtime.online(f"http://127.0.0.1:{srv.server_address[1]}", timeout=2.0) is True
+    th.join(2)
+    srv.server_close()
+
+
+def test_online_refused_port_is_offline(monkeypatch):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    assert runtime.online(f"http://127.0.0.1:{port}", timeout=1.0) is False
+
+
+def test_cache_dir_from_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("MMLAB_CACHE", str(tmp_path / "c"))
+    assert runtime.cache_dir() == tmp_path / "c" and (tmp_path / "c").is_dir()
+
+
+def test_save_load_round_trip(tmp_path):
+    tensors = {"w": torch.randn(3, 4), "b": torch.arange(5), "empty": torch.zeros(0)}
+    path = runtime.save_state(tmp_path / "m.safetensors", tensors, {"steps": 7})
+    loaded, meta = runtime.load_state(path)
+    assert meta == {"steps": 7}
+    assert all(torch.equal(loaded[k], tensors[k]) for k in tensors)
+    assert not list(tmp_path.glob("*.tmp"))  # no temp file left behind
+    assert runtime.load_state(tmp_path / "absent.safetensors") is None
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage"])
+def test_corrupt_file_is_detected_removed_and_rebuilt(tmp_path, monkeypatch, damage):
+    monkeypatch.setenv("MMLAB_CACHE", str(tmp_path))
+    calls = []
+
+    def build():
+        calls.append(1)
+        return {"w": torch.arange(1000, dtype=torch.float32)}
+
+    recipe = {"v": 1}
+    first = runtime.cached_state("toy", build, recipe)
+    (path,) = tmp_path.glob("toy-*.safetensors")
+    data = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "flip":  # a flipped byte inside the tensor data: only the checksum can see it
+        path.write_bytes(data[:-10] + bytes([data[-10] ^ 0xFF]) + data[-9:])
+    else:
+        path.write_bytes(b"not a safetensors file")
+    assert runtime.load_state(path) is None and not path.exists()
+    again = runtime.cached_state("toy", build, recipe)
+    assert torch.equal(first["w"], again["w"]) and len(calls) == 2 and path.exists()
+    runtime.cached_state("toy", build, recipe)
+    assert len(calls) == 2  # the rebuilt file is read, not rebuilt again
+
+
+def test_cache_key_follows_recipe_and_retrain(tmp_path, monkeypatch):
+    monkeypatch.setenv("MMLAB_CACHE", str(tmp_path))
+    calls = []
+
+    def build():
+        calls.append(1)
+        return {"x": torch.ones(2)}
+
+    runtime.cached_state("m", build, {"steps": 1})
+    runtime.cached_state("m", build, {"steps": 2})
+    runtime.cached_state("m", build, {"steps": 2}, retrain=True)
+    assert len(calls) == 3 and len(list(tmp_path.glob("m-*.safetensors"))) == 2

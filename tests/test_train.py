@@ -1,0 +1,55 @@
+import pytest
+import torch
+
+from mmlab.train import History, train
+
+
+def _fit(seed):
+    torch.manual_seed(seed)
+    model = torch.nn.Linear(3, 1)
+    w_true = torch.tensor([[1.0, -2.0, 0.5]])
+
+    def batch_fn(step):
+        g = torch.Generator().manual_seed(step)
+        x = torch.randn(32, 3, generator=g)
+        return x, x @ w_true.T
+
+    def loss_fn(m, batch):
+        x, y = batch
+        return torch.nn.functional.mse_loss(m(x), y)
+
+    def eval_fn(m):
+        return {"w_err": (m.weight - w_true).abs().max()}
+
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    hist = train(model, batch_fn, loss_fn, opt, num_steps=150, eval_fn=eval_fn, eval_every=50, progress=False)
+    return model, hist
+
+
+def test_train_learns_and_records():
+    model, hist = _fit(0)
+    assert isinstance(hist, History)
+    assert hist.steps == list(range(150)) and len(hist.losses) == 150
+    assert [s for s, _ in hist.evals] == [50, 100, 150]
+    assert hist.losses[-1] < 1e-3 < hist.losses[0]
+    steps, errs = hist.metric("w_err")
+    assert steps == [50, 100, 150] and errs[-1] < 1e-2
+    assert hist.seconds > 0 and not model.training
+
+
+def test_train_is_deterministic():
+    (m1, h1), (m2, h2) = _fit(1), _fit(1)
+    assert h1.losses == h2.losses and torch.equal(m1.weight, m2.weight)
+
+
+def test_bad_arguments():
+    m = torch.nn.Linear(1, 1)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="num_steps must be a positive int"):
+        train(m, lambda s: None, lambda m, b: m.weight.sum(), opt, num_steps=0)
+    with pytest.raises(ValueError, match="loss_fn must return a scalar"):
+        train(m, lambda s: None, lambda m, b: m.weight, opt, num_steps=1, progress=False)
+    with pytest.raises(FloatingPointError, match="loss became nan"):
+        train(m, lambda s: None, lambda m, b: m.weight.sum() * float("nan"), opt, num_steps=1, progress=False)
+    with pytest.raises(KeyError, match="no evaluation recorded metric"):
+        History().metric("acc")
