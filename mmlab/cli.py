@@ -11,12 +11,15 @@ import argparse
 import html
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import nbformat
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 @dataclass
@@ -106,7 +109,7 @@ def execute(path: Path, timeout: int = 1800, progress: bool = True) -> tuple[nbf
         client.execute(env=env)
         result = RunResult(path.stem, "ok", time.perf_counter() - t0, state["peak"])
     except CellExecutionError as exc:
-        first = str(exc).strip().splitlines()
+        first = _ANSI.sub("", str(exc)).strip().splitlines()
         summary = next((line for line in reversed(first) if line.strip()), "error")
         result = RunResult(path.stem, "failed", time.perf_counter() - t0, state["peak"],
                            f"cell {state['cell']}: {summary}")

@@ -88,7 +88,7 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
         t = tensors[key].detach().cpu().contiguous()
         h.update(key.encode())
         h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 

@@ -95,7 +95,7 @@ def test_cache_dir_from_env(monkeypatch, tmp_path):
 
 
 def test_save_load_round_trip(tmp_path):
-    tensors = {"w": torch.randn(3, 4), "b": torch.arange(5), "empty": torch.zeros(0)}
+    tensors = {"w": torch.randn(3, 4), "b": torch.arange(5), "empty": torch.zeros(0), "scalar": torch.tensor(2.5)}
     path = runtime.save_state(tmp_path / "m.safetensors", tensors, {"steps": 7})
     loaded, meta = runtime.load_state(path)
     assert meta == {"steps": 7}

@@ -1,0 +1,198 @@
+"""DDPM and DDIM written to be read next to the papers, model-agnostic, and equal to diffusers.
+
+* DDPM (Ho et al. 2020): forward process q(x_t | x_0) (eq. 4), ancestral step from the ε-prediction
+  (eq. 11 with the posterior variance β̃_t of eq. 7), the simple loss (eq. 14).
+* DDIM (Song et al. 2021): the deterministic (η = 0) step of eq. 12.
+
+The schedule knows nothing about the denoiser: :func:`sample` runs the visible loop
+"predict ε -> step -> repeat", drawing x_T and each step's noise from one generator in the same order as
+diffusers' pipelines, so the same seed gives the same images.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+
+
+class NoiseSchedule:
+    """The variance schedule β_1..β_T and its cumulative products ᾱ_t (diffusers' names and dtypes).
+
+    Args:
+        num_train_timesteps: T (timesteps are 0 .. T-1).
+        beta_schedule: "linear" (DDPM), "scaled_linear" (Stable Diffusion: linear in √β) or
+            "squaredcos_cap_v2" (Nichol & Dhariwal 2021 cosine schedule, β capped at 0.999).
+        beta_start, beta_end: first and last β for the linear schedules.
+    """
+
+    def __init__(self, num_train_timesteps: int = 1000, beta_schedule: str = "linear",
+                 beta_start: float = 1e-4, beta_end: float = 0.02) -> None:
+        if not isinstance(num_train_timesteps, int) or num_train_timesteps < 2:
+            raise ValueError(f"num_train_timesteps must be an int >= 2, got {num_train_timesteps!r}")
+        if beta_schedule not in BETA_SCHEDULES:
+            raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {beta_schedule!r}")
+        if not 0 < beta_start < beta_end < 1:
+            raise ValueError(f"need 0 < beta_start < beta_end < 1, got beta_start={beta_start}, beta_end={beta_end}")
+        T = num_train_timesteps
+        if beta_schedule == "linear":
+            betas = torch.linspace(beta_start, beta_end, T, dtype=torch.float32)
+        elif beta_schedule == "scaled_linear":
+            betas = torch.linspace(beta_start**0.5, beta_end**0.5, T, dtype=torch.float32) ** 2
+        else:
+            def alpha_bar(t: float) -> float:
+                return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+
+            betas = torch.tensor([min(1 - alpha_bar((i + 1) / T) / alpha_bar(i / T), 0.999) for i in range(T)],
+                                 dtype=torch.float32)
+        self.num_train_timesteps = T
+        self.beta_schedule = beta_schedule
+        self.betas = betas  # (T,)
+        self.alphas = 1.0 - betas  # (T,)
+        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)  # (T,)  ᾱ_t
+
+    def __repr__(self) -> str:
+        return f"NoiseSchedule(num_train_timesteps={self.num_train_timesteps}, beta_schedule={self.beta_schedule!r})"
+
+    def _check_t(self, t: torch.Tensor | int, name: str = "t") -> None:
+        tt = torch.as_tensor(t)
+        if tt.numel() and (tt.min() < 0 or tt.max() >= self.num_train_timesteps):
+            raise ValueError(f"{name} must lie in [0, {self.num_train_timesteps - 1}], got {tt.tolist()}")
+
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor | int, noise: torch.Tensor) -> torch.Tensor:
+        """Forward process, DDPM eq. 4: x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε  (diffusers' ``add_noise``).
+
+        Args:
+            x0: clean samples (B, ...).
+            t: timesteps, an int or a (B,) long tensor.
+            noise: ε ~ N(0, I), shaped like ``x0``.
+        Returns:
+            x_t shaped like ``x0``.
+        """
+        if noise.shape != x0.shape:
+            raise ValueError(f"noise must be shaped like x0 {tuple(x0.shape)}, got {tuple(noise.shape)}")
+        self._check_t(t)
+        t = torch.as_tensor(t, device=x0.device).long()
+        a = self.alphas_cumprod.to(x0.device)[t].to(x0.dtype)
+        a = a.reshape(a.shape + (1,) * (x0.ndim - a.ndim))  # broadcast over (C, H, W)
+        return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+    def snr(self, t: torch.Tensor | int) -> torch.Tensor:
+        """Signal-to-noise ratio ᾱ_t / (1 - ᾱ_t) of x_t."""
+        self._check_t(t)
+        a = self.alphas_cumprod[torch.as_tensor(t).long()]
+        return a / (1 - a)
+
+    def timesteps(self, num_inference_steps: int) -> list[int]:
+        """Inference timesteps, descending, spaced as diffusers' default ("leading"): T//n * [n-1, ..., 0]."""
+        if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= self.num_train_timesteps:
+            raise ValueError(f"num_inference_steps must be an int in [1, {self.num_train_timesteps}], got {num_inference_steps!r}")
+        ratio = self.num_train_timesteps // num_inference_steps
+        return [i * ratio for i in range(num_inference_steps - 1, -1, -1)]
+
+
+def _alpha_prev(schedule: NoiseSchedule, prev_t: int) -> torch.Tensor:
+    return schedule.alphas_cumprod[prev_t] if prev_t >= 0 else torch.tensor(1.0)
+
+
+def ddpm_step(schedule: NoiseSchedule, model_output: torch.Tensor, t: int, x_t: torch.Tensor,
+              generator: torch.Generator | None = None, prev_t: int | None = None) -> torch.Tensor:
+    """One ancestral DDPM step x_t -> x_{t-1} from the ε-prediction (Ho et al. 2020, eqs. 7 and 11).
+
+    x̂_0 = (x_t - √(1-ᾱ_t) ε_θ) / √ᾱ_t;  μ̃ = √ᾱ_prev β_t / (1-ᾱ_t) x̂_0 + √α_t (1-ᾱ_prev) / (1-ᾱ_t) x_t;
+    x_{t-1} = μ̃ + σ_t z with σ_t² = β̃_t = (1-ᾱ_prev) / (1-ᾱ_t) β_t and z ~ N(0, I) (no noise at t = 0).
+    Equal to ``DDPMScheduler(clip_sample=False).step(model_output, t, x_t, generator).prev_sample``.
+
+    Args:
+        model_output: ε_θ(x_t, t), shaped like ``x_t`` (B, C, H, W).
+        t: current timestep (int).
+        x_t: current sample.
+        generator: source of z (drawn only when t > 0).
+        prev_t: previous timestep (default t - 1; smaller for strided sampling, -1 means ᾱ_prev = 1).
+    """
+    if model_output.shape != x_t.shape:
+        raise ValueError(f"model_output must be shaped like x_t {tuple(x_t.shape)}, got {tuple(model_output.shape)}")
+    t = int(t)
+    schedule._check_t(t)
+    prev_t = t - 1 if prev_t is None else int(prev_t)
+    a_t = schedule.alphas_cumprod[t]
+    a_prev = _alpha_prev(schedule, prev_t)
+    beta_t = 1 - a_t / a_prev  # β_t (of the possibly strided step)
+    x0_pred = (x_t - (1 - a_t) ** 0.5 * model_output) / a_t**0.5  # eq. 15 rearranged
+    mean = (a_prev**0.5 * beta_t / (1 - a_t)) * x0_pred + ((1 - beta_t) ** 0.5 * (1 - a_prev) / (1 - a_t)) * x_t
+    if t == 0:
+        return mean
+    variance = torch.clamp((1 - a_prev) / (1 - a_t) * beta_t, min=1e-20)  # β̃_t
+    z = torch.randn(x_t.shape, generator=generator, dtype=x_t.dtype, device=generator.device if generator else x_t.device)
+    return mean + variance**0.5 * z.to(x_t.device)
+
+
+def ddim_step(schedule: NoiseSchedule, model_output: torch.Tensor, t: int, prev_t: int, x_t: torch.Tensor) -> torch.Tensor:
+    """One deterministic DDIM step (η = 0, Song et al. 2021 eq. 12).
+
+    x_prev = √ᾱ_prev x̂_0 + √(1-ᾱ_prev) ε_θ, with x̂_0 = (x_t - √(1-ᾱ_t) ε_θ) / √ᾱ_t; ``prev_t = -1`` means
+    ᾱ_prev = 1. Equal to ``DDIMScheduler(clip_sample=False, set_alpha_to_one=True).step(...).prev_sample``.
+    """
+    if model_output.shape != x_t.shape:
+        raise ValueError(f"model_output must be shaped like x_t {tuple(x_t.shape)}, got {tuple(model_output.shape)}")
+    t, prev_t = int(t), int(prev_t)
+    schedule._check_t(t)
+    if not -1 <= prev_t < t:
+        raise ValueError(f"prev_t must satisfy -1 <= prev_t < t={t}, got {prev_t}")
+    a_t = schedule.alphas_cumprod[t]
+    a_prev = _alpha_prev(schedule, prev_t)
+    x0_pred = (x_t - (1 - a_t) ** 0.5 * model_output) / a_t**0.5  # predicted x_0
+    return a_prev**0.5 * x0_pred + (1 - a_prev) ** 0.5 * model_output  # "direction pointing to x_t" + x_0 term
+
+
+def classifier_free_guidance(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+    """ε̃ = ε_uncond + s (ε_cond - ε_uncond) (Ho & Salimans 2022): s = 0 unconditional, 1 conditional, > 1 guided."""
+    return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+
+
+def sample(
+    model: Callable[[torch.Tensor, int], torch.Tensor],
+    shape: tuple[int, ...],
+    schedule: NoiseSchedule,
+    num_inference_steps: int,
+    sampler: str = "ddpm",
+    generator: torch.Generator | None = None,
+    guidance_scale: float | None = None,
+    uncond_model: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> torch.Tensor:
+    """Sample x_0 by the reverse process: x_T ~ N(0, I), then predict ε -> step, for each timestep.
+
+    Args:
+        model: ``model(x_t, t) -> ε`` (the conditional model when guiding).
+        shape: (B, C, H, W) of the samples.
+        num_inference_steps: number of steps (timesteps spaced as diffusers' "leading").
+        sampler: "ddpm" (ancestral, stochastic) or "ddim" (η = 0, deterministic after x_T).
+        generator: draws x_T and then each DDPM step's noise, in diffusers' order.
+        guidance_scale: if given, classifier-free guidance with ``uncond_model(x_t, t)``.
+    Returns:
+        x_0 samples, float32 (B, C, H, W).
+    """
+    if sampler not in ("ddpm", "ddim"):
+        raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
+    if guidance_scale is not None and uncond_model is None:
+        raise ValueError("guidance_scale needs uncond_model (the unconditional ε prediction)")
+    timesteps = schedule.timesteps(num_inference_steps)
+    gen_device = generator.device if generator is not None else device
+    x_t = torch.randn(shape, generator=generator, device=gen_device).to(device)  # x_T
+    for i, t in enumerate(tqdm(timesteps, desc=sampler, disable=not progress, mininterval=1.0)):
+        prev_t = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+        with torch.no_grad():
+            eps = model(x_t, t)  # (B, C, H, W)
+            if guidance_scale is not None:
+                eps = classifier_free_guidance(uncond_model(x_t, t), eps, guidance_scale)
+        if sampler == "ddpm":
+            x_t = ddpm_step(schedule, eps, t, x_t, generator=generator, prev_t=prev_t)
+        else:
+            x_t = ddim_step(schedule, eps, t, prev_t, x_t)
+    return x_t

@@ -1,0 +1,100 @@
+import pytest
+import torch
+from open_clip.loss import ClipLoss
+
+from mmlab.clip import (
+    TinyClipConfig,
+    build_clip,
+    contrastive_loss,
+    load_clip,
+    pair_classnames,
+    save_clip,
+    tokenizer_for,
+    train_tiny_clip,
+    zero_shot_classifier,
+    zero_shot_predict,
+)
+from mmlab.data import ShapesWorld
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 7, 64])
+def test_contrastive_loss_equals_open_clip(batch_size):
+    g = torch.Generator().manual_seed(batch_size)
+    img = torch.nn.functional.normalize(torch.randn(batch_size, 16, generator=g), dim=-1)
+    txt = torch.nn.functional.normalize(torch.randn(batch_size, 16, generator=g), dim=-1)
+    for scale in (1.0, 14.3, 100.0):
+        ref = ClipLoss()(img, txt, torch.tensor(scale))
+        torch.testing.assert_close(contrastive_loss(img, txt, torch.tensor(scale)), ref)
+
+
+def test_contrastive_loss_errors():
+    with pytest.raises(ValueError, match="must both be \\(B, D\\)"):
+        contrastive_loss(torch.randn(3, 4), torch.randn(2, 4), 1.0)
+
+
+@pytest.fixture(scope="module")
+def quick_model():
+    """A tiny CLIP trained for a few seconds: it must already beat chance clearly on seen pairs."""
+    cfg = TinyClipConfig(num_steps=150)
+    model, history = train_tiny_clip(cfg, progress=False, eval_every=150)
+    return cfg, model, history
+
+
+def test_quick_training_learns(quick_model):
+    cfg, model, history = quick_model
+    world = ShapesWorld()
+    seen = history.evals[-1][1]["seen_acc"]
+    assert seen > 3 / len(world.pairs)  # > 3x chance (1/24) after 150 steps
+    assert history.losses[-1] < history.losses[0]
+
+
+def test_zero_shot_api(quick_model):
+    cfg, model, _ = quick_model
+    world = ShapesWorld()
+    tok = tokenizer_for(cfg.model_cfg)
+    clf = zero_shot_classifier(model, tok, pair_classnames(world), ["a {}", "a photo of a {}."])
+    assert clf.shape == (cfg.embed_dim, len(world.pairs))
+    torch.testing.assert_close(clf.norm(dim=0), torch.ones(len(world.pairs)))
+    probs = zero_shot_predict(model, world.sample(5).images, clf)
+    assert probs.shape == (5, len(world.pairs))
+    torch.testing.assert_close(probs.sum(-1), torch.ones(5))
+    # images at another resolution are resized by the model's own preprocessing
+    assert zero_shot_predict(model, torch.rand(2, 3, 48, 48), clf).shape == (2, len(world.pairs))
+
+
+def test_zero_shot_errors(quick_model):
+    cfg, model, _ = quick_model
+    tok = tokenizer_for(cfg.model_cfg)
+    with pytest.raises(ValueError, match="at least one class name"):
+        zero_shot_classifier(model, tok, [], ["a {}"])
+    with pytest.raises(ValueError, match="exactly one '\\{\\}'"):
+        zero_shot_classifier(model, tok, ["red circle"], ["a photo"])
+    clf = zero_shot_classifier(model, tok, ["red circle"], ["a {}"])
+    with pytest.raises(ValueError, match=r"images must be a tensor \(N, 3, H, W\)"):
+        zero_shot_predict(model, torch.rand(3, 32, 32), clf)
+    with pytest.raises(ValueError, match=r"images must lie in \[0, 1\]"):
+        zero_shot_predict(model, torch.rand(1, 3, 32, 32) * 255, clf)
+
+
+def test_save_and_load_through_the_pretrained_loader(quick_model, tmp_path):
+    cfg, model, _ = quick_model
+    directory = save_clip(model, cfg.model_cfg, tmp_path / "tiny")
+    loaded, preprocess, tokenizer = load_clip(f"local-dir:{directory}")
+    images = ShapesWorld().sample(4, seed=3).images
+    tokens = tokenizer(["a red circle", "a blue square"])
+    assert torch.equal(tokens, tokenizer_for(cfg.model_cfg)(["a red circle", "a blue square"]))
+    with torch.no_grad():
+        for a, b in [(model, loaded)]:
+            from mmlab.clip import encode
+
+            ia, ta = encode(a, images, tokens)
+            ib, tb = encode(b, images, tokens)
+    torch.testing.assert_close(ia, ib)
+    torch.testing.assert_close(ta, tb)
+    assert callable(preprocess)
+
+
+def test_build_is_seeded():
+    cfg = TinyClipConfig()
+    a, b = build_clip(cfg.model_cfg, seed=1), build_clip(cfg.model_cfg, seed=1)
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
