@@ -83,7 +83,7 @@ def execute(path: Path, timeout: int = 1800, progress: bool = True) -> tuple[nbf
     """Execute one notebook top to bottom in a fresh kernel (cwd = its folder)."""
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})

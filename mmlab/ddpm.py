@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 
@@ -185,7 +185,7 @@ def sample(
     timesteps = schedule.timesteps(num_inference_steps)
     gen_device = generator.device if generator is not None else device
     x_t = torch.randn(shape, generator=generator, device=gen_device).to(device)  # x_T
-    for i, t in enumerate(tqdm(timesteps, desc=sampler, disable=not progress, mininterval=1.0)):
+    for i, t in enumerate(tqdm(timesteps, desc=sampler, disable=not progress, mininterval=10.0)):
         prev_t = timesteps[i + 1] if i + 1 < len(timesteps) else -1
         with torch.no_grad():
             eps = model(x_t, t)  # (B, C, H, W)

@@ -20,7 +20,7 @@ def tiny_vae(seed: int = 0, latent_channels: int = 4) -> AutoencoderKL:
     return AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=latent_channels,
         down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-        block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=16, sample_size=32,
+        block_out_channels=(16, 32, 32), layers_per_block=1, norm_num_groups=8, sample_size=32,
     )
 
 
@@ -30,8 +30,8 @@ def tiny_text_unet(cross_attention_dim: int, seed: int = 0, sample_size: int = 8
     return UNet2DConditionModel(
         sample_size=sample_size, in_channels=in_channels, out_channels=in_channels,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        block_out_channels=(64, 128), layers_per_block=1, cross_attention_dim=cross_attention_dim,
-        attention_head_dim=8, norm_num_groups=16,
+        block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=cross_attention_dim,
+        attention_head_dim=8, norm_num_groups=8,
     )
 
 
@@ -54,7 +54,7 @@ def load_components(path_or_repo: str | Path, torch_dtype: torch.dtype = torch.f
 
     Weights are read as safetensors (``use_safetensors=True``); no remote code is run.
     """
-    kw = {"torch_dtype": torch_dtype, "use_safetensors": True}
+    kw = {"torch_dtype": torch_dtype, "use_safetensors": True, "low_cpu_mem_usage": False}
     vae = AutoencoderKL.from_pretrained(path_or_repo, subfolder="vae", **kw).to(device).eval()
     unet = UNet2DConditionModel.from_pretrained(path_or_repo, subfolder="unet", **kw).to(device).eval()
     scheduler = DDIMScheduler.from_pretrained(path_or_repo, subfolder="scheduler")

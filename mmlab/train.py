@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 
 @dataclass
@@ -82,7 +82,7 @@ def train(
         history.evals.append((step, metrics))
         bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items()}, refresh=False)
 
-    bar = tqdm(range(num_steps), desc=desc, disable=not progress, mininterval=1.0)
+    bar = tqdm(range(num_steps), desc=desc, disable=not progress, mininterval=10.0)  # few updates: small stored outputs
     for step in bar:
         t0 = time.perf_counter()
         model.train()
