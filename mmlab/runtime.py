@@ -143,6 +143,11 @@ def load_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict] 
         return None
 
 
+def recipe_key(recipe: dict) -> str:
+    """A short stable hash (12 hex digits) of a JSON-serialisable recipe: names cache entries by what built them."""
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def cached_state(
     name: str,
     build: Callable[[], dict[str, torch.Tensor]],
@@ -160,8 +165,7 @@ def cached_state(
         recipe: everything that determines the result (sizes, steps, seed, version).
         retrain: ignore an existing file and rebuild it.
     """
-    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
-    path = cache_dir() / f"{name}-{key}.safetensors"
+    path = cache_dir() / f"{name}-{recipe_key(recipe)}.safetensors"
     loaded = None if retrain else load_state(path)
     if loaded is not None:
         return loaded[0]
