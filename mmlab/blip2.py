@@ -15,7 +15,6 @@ are bridged by a Q-Former (``transformers.Blip2QFormerModel``) and K learnable q
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,7 +42,7 @@ from transformers.models.blip_2.modeling_blip_2 import Blip2TextEmbeddings
 from mmlab.clip import OPENAI_MEAN, OPENAI_STD, grey
 from mmlab.data import ShapesWorld
 from mmlab.runtime import cache_dir, recipe_key
-from mmlab.train import History, train
+from mmlab.train import History, train, warmup_cosine
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<image>", "<unk>", "<dec>")
 PAD, BOS, EOS, IMAGE, UNK, DEC = range(len(SPECIAL_TOKENS))
@@ -475,17 +474,11 @@ def train_stage2(model: Blip2ForConditionalGeneration, processor: Blip2Processor
                 "em_heldout": exact_match(caption(m, processor, heldout.images), heldout.captions)}
 
     optimizer = torch.optim.AdamW(trainable_parameters(model), lr=config.stage2_lr, weight_decay=config.weight_decay)
-    scheduler = cosine_schedule(optimizer, config.stage2_steps)
+    scheduler = warmup_cosine(optimizer, config.stage2_steps, warmup=20)
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)
         return train(model, batch_fn, loss_fn, optimizer, config.stage2_steps, eval_fn=eval_fn, eval_every=eval_every,
                      lr_scheduler=scheduler, progress=progress, desc="stage 2: Q-Former -> frozen LM")
-
-
-def cosine_schedule(optimizer: torch.optim.Optimizer, num_steps: int, warmup: int = 20) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up for ``warmup`` steps, then cosine decay to 0 at ``num_steps`` (as BLIP-2 trains)."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / num_steps))))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -635,7 +628,7 @@ def train_stage1(model: Blip2ForConditionalGeneration, processor: Blip2Processor
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)
         history = train(pretrainer, batch_fn, loss_fn, optimizer, config.stage1_steps,
-                        lr_scheduler=cosine_schedule(optimizer, config.stage1_steps), progress=progress,
+                        lr_scheduler=warmup_cosine(optimizer, config.stage1_steps, warmup=20), progress=progress,
                         desc="stage 1: ITC + ITM + ITG")
     return pretrainer.eval(), history
 
@@ -708,7 +701,7 @@ def train_patch_prefix(captioner: PatchPrefixCaptioner, processor: Blip2Processo
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)
         return train(captioner, batch_fn, loss_fn, optimizer, config.stage2_steps, eval_fn=eval_fn, eval_every=eval_every,
-                     lr_scheduler=cosine_schedule(optimizer, config.stage2_steps), progress=progress,
+                     lr_scheduler=warmup_cosine(optimizer, config.stage2_steps, warmup=20), progress=progress,
                      desc="ablation: all image tokens -> LM")
 
 

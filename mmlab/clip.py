@@ -9,7 +9,6 @@ so :func:`load_clip` loads it exactly as it loads a checkpoint from the hub.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch.nn.functional as F
 
 from mmlab.data import ShapesWorld
 from mmlab.runtime import cache_dir, load_state, recipe_key, save_state
-from mmlab.train import History, train
+from mmlab.train import History, train, warmup_cosine
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -297,9 +296,7 @@ def train_tiny_clip(config: TinyClipConfig = TinyClipConfig(), progress: bool = 
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True)
     scheduler = None
     if config.cosine_decay:
-        warmup = max(1, config.num_steps // 20)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (
-            1 + math.cos(math.pi * min(1.0, s / config.num_steps))))
+        scheduler = warmup_cosine(optimizer, config.num_steps, warmup=max(1, config.num_steps // 20))
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)
         history = train(model, batch_fn, loss_fn, optimizer, config.num_steps, eval_fn=eval_fn,

@@ -6,6 +6,7 @@ the seconds taken are recorded beside the steps for the budgets the notebooks as
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -109,3 +110,17 @@ def train(
     bar.close()
     model.eval()
     return history
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, num_steps: int, warmup: int = 50) -> torch.optim.lr_scheduler.LambdaLR:
+    """Learning-rate factor rising linearly over ``warmup`` steps, then cosine decay to 0 at ``num_steps``.
+
+    Step ``s`` gets ``min(1, (s + 1) / warmup) * (1 + cos(pi * min(1, s / num_steps))) / 2`` times the base rate
+    (the schedule of CLIP, BLIP-2 and most transformer recipes).
+    """
+    if not isinstance(num_steps, int) or num_steps <= 0:
+        raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
+    if not isinstance(warmup, int) or warmup <= 0:
+        raise ValueError(f"warmup must be a positive int, got {warmup!r}")
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / num_steps))))

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -53,3 +55,23 @@ def test_bad_arguments():
         train(m, lambda s: None, lambda m, b: m.weight.sum() * float("nan"), opt, num_steps=1, progress=False)
     with pytest.raises(KeyError, match="no evaluation recorded metric"):
         History().metric("acc")
+
+
+def test_warmup_cosine_schedule():
+    from mmlab.train import warmup_cosine
+
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=1.0)
+    sched = warmup_cosine(opt, num_steps=100, warmup=10)
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert abs(lrs[0] - 0.1) < 1e-9 and abs(lrs[9] - 0.5 * (1 + math.cos(math.pi * 0.09))) < 1e-9  # warm-up
+    assert max(lrs) <= 1.0 and lrs[-1] < 0.001  # decays to ~0
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))  # monotone after warm-up
+    with pytest.raises(ValueError, match="num_steps"):
+        warmup_cosine(opt, 0)
+    with pytest.raises(ValueError, match="warmup"):
+        warmup_cosine(opt, 10, warmup=0)
