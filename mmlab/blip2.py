@@ -22,6 +22,7 @@ from pathlib import Path
 import open_clip
 import torch
 import torch.nn.functional as F
+import transformers
 from open_clip.modified_resnet import ModifiedResNet
 from torch import nn
 from transformers import (
@@ -710,10 +711,9 @@ def train_patch_prefix(captioner: PatchPrefixCaptioner, processor: Blip2Processo
 
 
 def _recipe(config: TinyBlip2Config, part: str) -> dict:
-    import transformers
-
+    """Everything that determines a cached artefact of the tiny BLIP-2 (its cache key)."""
     return {"part": part, "recipe": asdict(config), "version": 1, "transformers": transformers.__version__,
-            "torch": torch.__version__, "clip": str(tiny_clip_folder())}
+            "torch": torch.__version__, "clip": tiny_clip_folder().name}  # the CLIP recipe hash, not the machine path
 
 
 def tiny_clip_folder() -> Path:
