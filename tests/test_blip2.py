@@ -183,3 +183,17 @@ def test_tiny_blip2_trains_once_then_loads(monkeypatch, tmp_path, parts):
         assert torch.equal(a, b), name
     with pytest.raises(TypeError, match="seed"):
         mb.tiny_blip2(seed="0")
+
+
+def test_pretrained_branch_calls_run_on_a_saved_model(parts, tmp_path):
+    """Notebook 02's pretrained cell (processor on a real photo, then generate) through load_blip2, offline."""
+    from mmlab.data import photos
+
+    *_, processor, model = parts
+    mb.save_blip2(model, processor, tmp_path)
+    big, big_processor = mb.load_blip2(tmp_path, dtype=torch.float32, device="cpu")
+    pic = photos()["astronaut"]
+    inputs = big_processor(images=pic, return_tensors="pt", do_rescale=False, input_data_format="channels_first").to("cpu", torch.float32)
+    assert inputs["pixel_values"].shape == (1, 3, 32, 32)
+    out = big.generate(**inputs, max_new_tokens=3)
+    assert out.shape[0] == 1 and isinstance(big_processor.batch_decode(out, skip_special_tokens=True)[0], str)
