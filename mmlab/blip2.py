@@ -40,7 +40,7 @@ from transformers import (
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.blip_2.modeling_blip_2 import Blip2TextEmbeddings
 
-from mmlab.clip import OPENAI_MEAN, OPENAI_STD, grey
+from mmlab.clip import OPENAI_MEAN, OPENAI_STD, flat_colour, grey
 from mmlab.data import ShapesWorld
 from mmlab.runtime import cache_dir, recipe_key
 from mmlab.train import History, train, warmup_cosine
@@ -123,8 +123,7 @@ def image_views(pixel_values: torch.Tensor, views: Sequence[str], mean: Sequence
             luminance = (pixel_values * s + m).mean(1, keepdim=True)  # (N, 1, S, S) in [0, 1]
             out.append((luminance - m) / s)
         else:
-            size = pixel_values.shape[-1]
-            out.append(F.interpolate(F.avg_pool2d(pixel_values, size // 2), size=pixel_values.shape[-2:]))  # 2x2 blocks
+            out.append(flat_colour(pixel_values))  # 2 x 2 blocks: averaging commutes with the per-channel normalisation
     return out
 
 
@@ -141,23 +140,21 @@ class ClipImageTower(nn.Module):
 
     def __init__(self, vision_cfg: dict, embed_dim: int, stage: int = 2, views: Sequence[str] = ("rgb",)) -> None:
         super().__init__()
-        if stage not in (1, 2, 3, 4, 5):
-            raise ValueError(f"stage must be 1, 2, 3, 4 or 5 (the attention-pooled embedding), got {stage}")
+        if stage not in (1, 2, 3, 4):
+            raise ValueError(f"stage must be 1, 2, 3 or 4, got {stage}")
         image_views(torch.zeros(1, 3, 2, 2), views)  # validates views
         self.stage = stage
         self.views = tuple(views)
         width = vision_cfg["width"]
         self.resnet = ModifiedResNet(layers=vision_cfg["layers"], output_dim=embed_dim, heads=width * 32 // 64,
                                      image_size=vision_cfg["image_size"], width=width)
-        self.hidden_size = embed_dim if stage == 5 else width * 4 * 2 ** (stage - 1)  # bottleneck x4, channels double per stage
+        self.hidden_size = width * 4 * 2 ** (stage - 1)  # bottleneck expansion 4, channels double per stage
 
     def tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Feature-map tokens (N, G*G, C) of one view (normalised pixels (N, 3, S, S))."""
         x = self.resnet.stem(pixel_values.to(self.resnet.conv1.weight.dtype))  # (N, w, S/4, S/4)
-        for layer in (self.resnet.layer1, self.resnet.layer2, self.resnet.layer3, self.resnet.layer4)[: min(self.stage, 4)]:
+        for layer in (self.resnet.layer1, self.resnet.layer2, self.resnet.layer3, self.resnet.layer4)[: self.stage]:
             x = layer(x)  # (N, C, G, G)
-        if self.stage == 5:
-            x = self.resnet.attnpool(x)[..., None, None]  # (N, D, 1, 1): CLIP's image embedding
         return x.flatten(2).transpose(1, 2)  # (N, G*G, C)
 
     def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False, return_dict: bool = True,
@@ -312,8 +309,7 @@ def caption_batch(world: ShapesWorld, n: int, seed: int, attribute_batches: bool
         images.append(grey(shapes_b.images))
         captions += attribute_captions(shapes_b.colors, shapes_b.shapes, ["shape"] * len(shapes_b))
         colors_b = world.sample(int(n * color_fraction), split, seed=seed + 15_485)
-        size = colors_b.images.shape[-1]
-        images.append(F.interpolate(F.avg_pool2d(colors_b.images, size // 2), size=(size, size)))  # 2x2 colour blocks
+        images.append(flat_colour(colors_b.images))
         captions += attribute_captions(colors_b.colors, colors_b.shapes, ["color"] * len(colors_b))
     return torch.cat(images), captions
 

@@ -110,6 +110,11 @@ def grey(images: torch.Tensor) -> torch.Tensor:
     return images.mean(1, keepdim=True).expand(-1, 3, -1, -1).contiguous()
 
 
+def flat_colour(images: torch.Tensor) -> torch.Tensor:
+    """Shape removed: the mean colour of each quarter of the image, as 2 x 2 blocks ((N, 3, H, W) -> same shape)."""
+    return F.interpolate(F.avg_pool2d(images, images.shape[-1] // 2), size=images.shape[-2:])
+
+
 def encode(model: open_clip.CLIP, images: torch.Tensor | None = None, texts: torch.Tensor | None = None):
     """Normalised ``image_features`` (N, D) of [0, 1] images and/or ``text_features`` (M, D) of token ids."""
     dev = next(model.parameters()).device
@@ -243,8 +248,7 @@ def attribute_batches(world: ShapesWorld, tokenizer, seed: int, shape_batches: i
         out.append((grey(images), shape_caps))
     chosen = [pick([p for p in pairs if p[0] == c]) for c in world.colors]
     images = world.sample(len(chosen), "train", seed=seed * 101 + 100, pairs=chosen).images
-    flat = F.interpolate(F.avg_pool2d(images, images.shape[-1] // 2), size=images.shape[-2:])  # 2x2 colour blocks
-    out.append((flat, tokenizer([f"a {c} shape" for c in world.colors])))
+    out.append((flat_colour(images), tokenizer([f"a {c} shape" for c in world.colors])))
     return out
 
 

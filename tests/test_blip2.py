@@ -143,7 +143,7 @@ def test_views_and_tokenizer_errors():
     with pytest.raises(ValueError, match="views"):
         mb.image_views(x, ("sepia",))
     with pytest.raises(ValueError, match="stage"):
-        mb.ClipImageTower(TinyClipConfig().model_cfg["vision_cfg"], 64, stage=6)
+        mb.ClipImageTower(TinyClipConfig().model_cfg["vision_cfg"], 64, stage=5)
     with pytest.raises(ValueError, match="words"):
         mb.build_tokenizer(["a", "a"])
     with pytest.raises(ValueError, match="kinds"):
