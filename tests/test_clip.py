@@ -3,6 +3,7 @@ import torch
 from open_clip.loss import ClipLoss
 
 from mmlab.clip import (
+    MemoTokenizer,
     TinyClipConfig,
     build_clip,
     contrastive_loss,
@@ -25,6 +26,19 @@ def test_contrastive_loss_equals_open_clip(batch_size):
     for scale in (1.0, 14.3, 100.0):
         ref = ClipLoss()(img, txt, torch.tensor(scale))
         torch.testing.assert_close(contrastive_loss(img, txt, torch.tensor(scale)), ref)
+
+
+def test_memo_tokenizer_returns_what_open_clip_returns():
+    tok = tokenizer_for(TinyClipConfig().model_cfg)
+    memo = MemoTokenizer(tok)
+    texts = ["a red circle", "the square is blue", "a red circle", "a photo of a cross."]
+    for _ in range(2):  # the second call is served from the memo
+        out = memo(texts)
+        assert torch.equal(out, tok(texts))
+    out[0, 0] = -1  # callers get a copy, not the memo's rows
+    assert torch.equal(memo(texts), tok(texts))
+    with pytest.raises(TypeError, match="texts must be a list"):
+        memo("a red circle")
 
 
 def test_contrastive_loss_errors():
