@@ -13,11 +13,14 @@ import json
 import os
 import re
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import nbformat
+
+from mmlab.runtime import write_atomic
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -31,6 +34,7 @@ class RunResult:
     seconds: float
     peak_mb: float | None
     error: str = ""
+    report: dict | None = None  # the notebook's asserted figures and training seconds (mmlab.runtime.report)
 
 
 def notebooks_dir() -> Path:
@@ -79,8 +83,12 @@ def _peak_rss_mb(pid: int | None) -> float | None:
     return None
 
 
-def execute(path: Path, timeout: int = 1800, progress: bool = True) -> tuple[nbformat.NotebookNode, RunResult]:
-    """Execute one notebook top to bottom in a fresh kernel (cwd = its folder)."""
+def execute(path: Path, timeout: int = 1800, progress: bool = True,
+            env: dict[str, str] | None = None) -> tuple[nbformat.NotebookNode, RunResult]:
+    """Execute one notebook top to bottom in a fresh kernel (cwd = its folder); ``env`` adds kernel variables.
+
+    The kernel's ``MMLAB_REPORT`` file (see ``mmlab.runtime.report``) is read back into ``RunResult.report``.
+    """
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
     from tqdm import tqdm
@@ -103,10 +111,15 @@ def execute(path: Path, timeout: int = 1800, progress: bool = True) -> tuple[nbf
 
     client.on_cell_start = on_start
     client.on_cell_executed = on_executed
-    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}  # the kernel draws inline figures
+    report_fd, report_path = tempfile.mkstemp(prefix="mmlab-report-", suffix=".json")
+    os.close(report_fd)
+    os.remove(report_path)  # the notebook writes it (atomically) if it reaches its claims cell
+    kernel_env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}  # the kernel draws inline figures
+    kernel_env.update(env or {})
+    kernel_env["MMLAB_REPORT"] = report_path
     t0 = time.perf_counter()
     try:
-        client.execute(env=env)
+        client.execute(env=kernel_env)
         result = RunResult(path.stem, "ok", time.perf_counter() - t0, state["peak"])
     except CellExecutionError as exc:
         first = _ANSI.sub("", str(exc)).strip().splitlines()
@@ -118,6 +131,15 @@ def execute(path: Path, timeout: int = 1800, progress: bool = True) -> tuple[nbf
                            f"cell {state['cell']}: {type(exc).__name__}: {exc}")
     finally:
         bar.close()
+    if getattr(client, "_async_cleanup_kernel_future", None) is not None:  # nbclient saw SIGINT/SIGTERM, killed the kernel
+        Path(report_path).unlink(missing_ok=True)
+        raise KeyboardInterrupt
+    try:
+        result.report = json.loads(Path(report_path).read_text())
+    except (OSError, ValueError):
+        result.report = None
+    finally:
+        Path(report_path).unlink(missing_ok=True)
     return nb, result
 
 
@@ -127,6 +149,16 @@ def write_html(nb: nbformat.NotebookNode, target: Path) -> None:
 
     body, _ = HTMLExporter().from_notebook_node(nb)
     target.write_text(body, encoding="utf-8")
+
+
+def write_constraints(target: Path) -> None:
+    """The exact versions behind the committed outputs: every installed distribution but mmlab, as pip constraints."""
+    from importlib.metadata import distributions
+
+    pins = sorted({f"{d.metadata['Name']}=={d.version}" for d in distributions()
+                   if d.metadata["Name"] and d.metadata["Name"].lower() != "mmlab"}, key=str.lower)
+    header = "# Versions of the run that produced the committed notebook outputs (written by `mmlab run --inplace`).\n"
+    write_atomic(target, (header + "\n".join(pins) + "\n").encode())
 
 
 def write_index(results: list[RunResult], questions: dict[str, str], build: Path) -> None:
@@ -148,29 +180,42 @@ def write_index(results: list[RunResult], questions: dict[str, str], build: Path
 
 
 def run(names: list[str], build: Path, inplace: bool = False, timeout: int = 1800,
-        directory: Path | None = None, progress: bool = True) -> int:
+        directory: Path | None = None, progress: bool = True, env: dict[str, str] | None = None) -> int:
     """Execute notebooks; write HTML and the index into ``build``; return the exit code (0 = all ok)."""
     paths = find_notebooks(directory or notebooks_dir(), names)
     build.mkdir(parents=True, exist_ok=True)
     results, questions = [], {}
+    interrupted = False
     for i, path in enumerate(paths, 1):
         print(f"[{i}/{len(paths)}] {path.name}", flush=True)
         questions[path.stem] = question(path)
-        nb, result = execute(path, timeout=timeout, progress=progress)
+        try:
+            nb, result = execute(path, timeout=timeout, progress=progress, env=env)
+        except KeyboardInterrupt:
+            interrupted = True
+            results += [RunResult(p.stem, "interrupted", 0.0, None, "not finished: the run was interrupted")
+                        for p in paths[i - 1:]]
+            questions.update({p.stem: question(p) for p in paths[i - 1:]})
+            break
         write_html(nb, build / f"{path.stem}.html")
-        if inplace and result.status == "ok":
-            nbformat.write(nb, path)
+        if inplace and result.status == "ok":  # whole or not at all: the reader's notebook is never half-written
+            write_atomic(path, (nbformat.writes(nb) + "\n").encode())
         peak = "" if result.peak_mb is None else f", peak {result.peak_mb:.0f} MB"
         print(f"    {result.status} in {result.seconds:.1f} s{peak} {result.error}", flush=True)
         results.append(result)
     write_index(results, questions, build)
+    if inplace and not interrupted and results and all(r.status == "ok" for r in results):
+        write_constraints(paths[0].parent / "constraints.txt")
     print(f"{'notebook':<28} {'status':<7} {'seconds':>8} {'peak MB':>8}")
     for r in results:
         print(f"{r.name:<28} {r.status:<7} {r.seconds:>8.1f} {'' if r.peak_mb is None else f'{r.peak_mb:.0f}':>8}")
     print(f"HTML book: {build / 'index.html'}")
     failed = [r for r in results if r.status != "ok"]
     for r in failed:
-        print(f"FAILED: {r.name}.ipynb {r.error}", file=sys.stderr)
+        print(f"{r.status.upper()}: {r.name}.ipynb {r.error}", file=sys.stderr)
+    if interrupted:
+        print("mmlab: interrupted; the kernel was stopped and no notebook was changed by the unfinished run", file=sys.stderr)
+        return 130
     return 1 if failed else 0
 
 
@@ -186,13 +231,52 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--timeout", type=int, default=1800, help="seconds allowed per cell (default 1800)")
     p_run.add_argument("--dir", type=Path, default=None, help="notebooks folder (default: ./notebooks)")
     p_run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p_run.add_argument("--seed", type=int, default=None, help="MMLAB_SEED for the notebooks (default 0)")
+    p_run.add_argument("--pretrained", action="store_true", help="MMLAB_PRETRAINED=1: also load real checkpoints if the hub answers")
+    p_seeds = sub.add_parser("seeds", help="run notebooks once per seed and store their seed tables in notebooks/seeds/")
+    p_seeds.add_argument("names", nargs="+", help="notebooks (file name, stem or prefix such as 01)")
+    p_seeds.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds (default 0 1 2 3 4)")
+    p_seeds.add_argument("--dir", type=Path, default=None, help="notebooks folder (default: ./notebooks)")
+    p_seeds.add_argument("--timeout", type=int, default=3600, help="seconds allowed per cell (default 3600)")
+    p_bench = sub.add_parser("bench", help="time budgets: measured / budget, exit 1 when one is missed")
+    p_bench.add_argument("--summary", type=Path, default=None, help="summary.json of a `mmlab run` (default: <build>/summary.json)")
+    p_bench.add_argument("--no-micro", action="store_true", help="only the notebooks' recorded times")
+    sub.add_parser("doctor", help="versions, device, threads, cache, and what the pretrained switch would decide")
+    p_cache = sub.add_parser("cache", help="list the cached trained models (and --clear them)")
+    p_cache.add_argument("--clear", action="store_true", help="delete every cached artefact")
     args = parser.parse_args(argv)
+    if args.command in ("doctor", "cache"):
+        from mmlab.doctor import cache_command, doctor
+
+        return doctor() if args.command == "doctor" else cache_command(args.clear)
+    if args.command == "bench":
+        from mmlab.bench import main as bench
+
+        return bench(args.summary or Path("build") / "summary.json", micro=not args.no_micro)
+    if args.command == "seeds":
+        from mmlab.seeds import format_table, run_study
+
+        if any(s < 0 for s in args.seeds):
+            raise SystemExit(f"mmlab: --seeds must be non-negative integers, got {args.seeds}")
+        failed = 0
+        for path in find_notebooks(args.dir or notebooks_dir(), args.names):
+            study = run_study(path, args.seeds, timeout=args.timeout)
+            print(format_table(study))
+            failed += sum(r["status"] != "ok" for r in study["rows"])
+        return 1 if failed else 0
     if args.command == "list":
         for path in find_notebooks(args.dir or notebooks_dir(), []):
             print(f"{path.stem:<28} {question(path)}")
         return 0
+    env = {}
+    if args.seed is not None:
+        if args.seed < 0:
+            raise SystemExit(f"mmlab: --seed must be a non-negative integer, got {args.seed}")
+        env["MMLAB_SEED"] = str(args.seed)
+    if args.pretrained:
+        env["MMLAB_PRETRAINED"] = "1"
     return run(args.names, args.build, inplace=args.inplace, timeout=args.timeout, directory=args.dir,
-               progress=not args.no_progress)
+               progress=not args.no_progress, env=env)
 
 
 if __name__ == "__main__":

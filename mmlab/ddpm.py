@@ -17,6 +17,8 @@ from collections.abc import Callable
 import torch
 from tqdm import tqdm
 
+from mmlab.runtime import device as runtime_device
+
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 
 
@@ -99,6 +101,15 @@ def _alpha_prev(schedule: NoiseSchedule, prev_t: int) -> torch.Tensor:
     return schedule.alphas_cumprod[prev_t] if prev_t >= 0 else torch.tensor(1.0)
 
 
+def _check_step(schedule: NoiseSchedule, model_output: torch.Tensor, t: int, prev_t: int, x_t: torch.Tensor) -> None:
+    """ε shaped like x_t, t a training timestep, -1 <= prev_t < t: else a ValueError naming the argument."""
+    if model_output.shape != x_t.shape:
+        raise ValueError(f"model_output must be shaped like x_t {tuple(x_t.shape)}, got {tuple(model_output.shape)}")
+    schedule._check_t(t)
+    if not -1 <= prev_t < t:
+        raise ValueError(f"prev_t must satisfy -1 <= prev_t < t={t}, got {prev_t}")
+
+
 def ddpm_step(schedule: NoiseSchedule, model_output: torch.Tensor, t: int, x_t: torch.Tensor,
               generator: torch.Generator | None = None, prev_t: int | None = None) -> torch.Tensor:
     """One ancestral DDPM step x_t -> x_{t-1} from the ε-prediction (Ho et al. 2020, eqs. 7 and 11).
@@ -114,11 +125,9 @@ def ddpm_step(schedule: NoiseSchedule, model_output: torch.Tensor, t: int, x_t: 
         generator: source of z (drawn only when t > 0).
         prev_t: previous timestep (default t - 1; smaller for strided sampling, -1 means ᾱ_prev = 1).
     """
-    if model_output.shape != x_t.shape:
-        raise ValueError(f"model_output must be shaped like x_t {tuple(x_t.shape)}, got {tuple(model_output.shape)}")
     t = int(t)
-    schedule._check_t(t)
     prev_t = t - 1 if prev_t is None else int(prev_t)
+    _check_step(schedule, model_output, t, prev_t, x_t)
     a_t = schedule.alphas_cumprod[t]
     a_prev = _alpha_prev(schedule, prev_t)
     beta_t = 1 - a_t / a_prev  # β_t (of the possibly strided step)
@@ -137,12 +146,8 @@ def ddim_step(schedule: NoiseSchedule, model_output: torch.Tensor, t: int, prev_
     x_prev = √ᾱ_prev x̂_0 + √(1-ᾱ_prev) ε_θ, with x̂_0 = (x_t - √(1-ᾱ_t) ε_θ) / √ᾱ_t; ``prev_t = -1`` means
     ᾱ_prev = 1. Equal to ``DDIMScheduler(clip_sample=False, set_alpha_to_one=True).step(...).prev_sample``.
     """
-    if model_output.shape != x_t.shape:
-        raise ValueError(f"model_output must be shaped like x_t {tuple(x_t.shape)}, got {tuple(model_output.shape)}")
     t, prev_t = int(t), int(prev_t)
-    schedule._check_t(t)
-    if not -1 <= prev_t < t:
-        raise ValueError(f"prev_t must satisfy -1 <= prev_t < t={t}, got {prev_t}")
+    _check_step(schedule, model_output, t, prev_t, x_t)
     a_t = schedule.alphas_cumprod[t]
     a_prev = _alpha_prev(schedule, prev_t)
     x0_pred = (x_t - (1 - a_t) ** 0.5 * model_output) / a_t**0.5  # predicted x_0
@@ -163,7 +168,7 @@ def sample(
     generator: torch.Generator | None = None,
     guidance_scale: float | None = None,
     uncond_model: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
-    device: str | torch.device = "cpu",
+    device: torch.device | None = None,
     progress: bool = True,
 ) -> torch.Tensor:
     """Sample x_0 by the reverse process: x_T ~ N(0, I), then predict ε -> step, for each timestep.
@@ -175,6 +180,7 @@ def sample(
         sampler: "ddpm" (ancestral, stochastic) or "ddim" (η = 0, deterministic after x_T).
         generator: draws x_T and then each DDPM step's noise, in diffusers' order.
         guidance_scale: if given, classifier-free guidance with ``uncond_model(x_t, t)``.
+        device: where x_t lives (the model's device); default: the generator's device, else ``runtime.device()``.
     Returns:
         x_0 samples, float32 (B, C, H, W).
     """
@@ -183,8 +189,8 @@ def sample(
     if guidance_scale is not None and uncond_model is None:
         raise ValueError("guidance_scale needs uncond_model (the unconditional ε prediction)")
     timesteps = schedule.timesteps(num_inference_steps)
-    gen_device = generator.device if generator is not None else device
-    x_t = torch.randn(shape, generator=generator, device=gen_device).to(device)  # x_T
+    gen_device = generator.device if generator is not None else (device or runtime_device())
+    x_t = torch.randn(shape, generator=generator, device=gen_device).to(device or gen_device)  # x_T
     for i, t in enumerate(tqdm(timesteps, desc=sampler, disable=not progress, mininterval=10.0)):
         prev_t = timesteps[i + 1] if i + 1 < len(timesteps) else -1
         with torch.no_grad():

@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
+from mmlab.runtime import device as runtime_device
+
 
 def tiny_vae(seed: int = 0, latent_channels: int = 4) -> AutoencoderKL:
     """An ``AutoencoderKL`` for 32x32 RGB images with downsampling factor 4 (latents 4x8x8; SD uses factor 8)."""
@@ -49,12 +51,15 @@ def save_components(directory: str | Path, **components) -> Path:
     return directory
 
 
-def load_components(path_or_repo: str | Path, torch_dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
+def load_components(path_or_repo: str | Path, torch_dtype: torch.dtype = torch.float32, device: torch.device | None = None,
+                    variant: str | None = None):
     """Load ``(vae, unet, scheduler)`` from a Stable Diffusion repository id or a local folder of the same layout.
 
-    Weights are read as safetensors (``use_safetensors=True``); no remote code is run.
+    Weights are read as safetensors (``use_safetensors=True``); no remote code is run. ``variant="fp16"`` reads the
+    half-size files (cast to ``torch_dtype``); ``device`` defaults to ``runtime.device()``.
     """
-    kw = {"torch_dtype": torch_dtype, "use_safetensors": True, "low_cpu_mem_usage": False}
+    device = device or runtime_device()
+    kw = {"torch_dtype": torch_dtype, "use_safetensors": True, "low_cpu_mem_usage": False, "variant": variant}
     vae = AutoencoderKL.from_pretrained(path_or_repo, subfolder="vae", **kw).to(device).eval()
     unet = UNet2DConditionModel.from_pretrained(path_or_repo, subfolder="unet", **kw).to(device).eval()
     scheduler = DDIMScheduler.from_pretrained(path_or_repo, subfolder="scheduler")

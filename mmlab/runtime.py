@@ -11,11 +11,12 @@ import hashlib
 import json
 import os
 import random
+import sys
 import tempfile
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,76 @@ import torch
 
 HUB_URL = "https://huggingface.co"
 _TRUTHY = {"1", "true", "yes", "on"}
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in _TRUTHY
+
+
+def _env_int(name: str, default: int, minimum: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {raw!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    return value
+
+
+def seed() -> int:
+    """The seed of the whole pipeline: ``MMLAB_SEED`` (``mmlab run --seed N``), default 0."""
+    return _env_int("MMLAB_SEED", 0, 0)
+
+
+def set_threads() -> int:
+    """Set torch's intra-op threads to ``MMLAB_THREADS`` when it is given; returns the count in force.
+
+    Without it torch's own default (one per physical core) stays: no notebook caps the thread count.
+    """
+    threads = _env_int("MMLAB_THREADS", 0, 1)
+    if threads:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def report(notebook: str, bars: dict[str, float], seconds: dict[str, float] | None = None) -> None:
+    """Record a notebook's asserted figures (``bars``) and its training times (``seconds``).
+
+    Prints the times (they are reported, never asserted: ``mmlab bench`` compares them with budgets) and, when
+    ``MMLAB_REPORT`` names a file (``mmlab run`` and ``mmlab seeds`` set it), writes both there as JSON.
+    Called by each notebook's claims cell *before* its asserts, so a failing seed is recorded too.
+    """
+    seconds = {k: float(v) for k, v in (seconds or {}).items()}
+    for name, value in seconds.items():
+        print(f"{name:<36}{value:7.1f} s")
+    target = os.environ.get("MMLAB_REPORT")
+    if not target:
+        return
+    record = {"notebook": notebook, "seed": seed(), "threads": torch.get_num_threads(),
+              "bars": {k: float(v) for k, v in bars.items()}, "seconds": seconds}
+    write_atomic(Path(target), json.dumps(record, indent=1).encode())
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` whole or not at all: a temporary file in the same folder, fsync, rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if path.exists():
+            os.chmod(tmp, path.stat().st_mode & 0o7777)
+        else:
+            os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def device() -> torch.device:
@@ -71,18 +142,70 @@ def online(url: str = HUB_URL, timeout: float = 3.0) -> bool:
     return bool(answer and answer[0])
 
 
+def hub_url() -> str:
+    """The model hub the pretrained path would use: ``HF_ENDPOINT`` (a mirror) when set, else huggingface.co."""
+    return os.environ.get("HF_ENDPOINT", "").strip().rstrip("/") or HUB_URL
+
+
+def pretrained_decision(timeout: float = 3.0) -> tuple[bool, str]:
+    """Whether to take the pretrained path, and why, in words for the Settings cell.
+
+    Offline is the default. Pretrained only when asked — ``MMLAB_PRETRAINED=1`` (``mmlab run --pretrained`` sets
+    it) or on Colab with a CUDA GPU — and then only when ``HF_HUB_OFFLINE`` is not set and the hub
+    (:func:`hub_url`, honouring ``HF_ENDPOINT``) answers within ``timeout`` seconds.
+    """
+    if _env_flag("HF_HUB_OFFLINE"):
+        return False, "offline: HF_HUB_OFFLINE is set"
+    raw = os.environ.get("MMLAB_PRETRAINED", "").strip()
+    if raw and raw.lower() not in _TRUTHY:
+        return False, f"offline: MMLAB_PRETRAINED={raw}"
+    if raw:
+        why = "MMLAB_PRETRAINED=1"
+    elif "google.colab" in sys.modules and torch.cuda.is_available():
+        why = "Colab + CUDA"
+    else:
+        return False, "offline: MMLAB_PRETRAINED not set (set it to 1, or run on Colab with a GPU, for real checkpoints)"
+    url = hub_url()
+    if not online(url, timeout=timeout):
+        return False, f"offline: {why}, but the hub {url} did not answer within {timeout:g} s"
+    return True, f"pretrained: {why}, hub {url} answered"
+
+
+def use_pretrained(timeout: float = 3.0) -> bool:
+    """True only when the reader asked for the pretrained path and the hub answers (see :func:`pretrained_decision`)."""
+    return pretrained_decision(timeout)[0]
+
+
+_warned_cache: set[str] = set()
+
+
 def cache_dir() -> Path:
-    """The weights cache: ``$MMLAB_CACHE``, else ``$XDG_CACHE_HOME/mmlab``, else ``~/.cache/mmlab``."""
+    """The weights cache: ``$MMLAB_CACHE``, else ``$XDG_CACHE_HOME/mmlab``, else ``~/.cache/mmlab``.
+
+    A folder that cannot be created or written is replaced by a temporary one, with one warning naming
+    ``MMLAB_CACHE`` (trained models then last for this machine's session only).
+    """
     if os.environ.get("MMLAB_CACHE"):
         path = Path(os.environ["MMLAB_CACHE"])
     else:
         base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
         path = Path(base) / "mmlab"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+        return path
+    except OSError as exc:
+        fallback = Path(tempfile.gettempdir()) / f"mmlab-cache-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+        fallback.mkdir(parents=True, exist_ok=True)
+        if str(path) not in _warned_cache:
+            _warned_cache.add(str(path))
+            warnings.warn(f"mmlab cache: {path} is not a writable folder ({type(exc).__name__}: {exc}); using {fallback}. "
+                          "Set MMLAB_CACHE to a writable folder to keep trained models.", stacklevel=2)
+        return fallback
 
 
-def _digest(tensors: dict[str, torch.Tensor]) -> str:
+def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
     h = hashlib.sha256()
     for key in sorted(tensors):
         t = tensors[key].detach().cpu().contiguous()
@@ -105,7 +228,7 @@ def save_state(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metada
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
-    meta = {"sha256": _digest(tensors), "mmlab": json.dumps(metadata or {}, sort_keys=True)}
+    meta = {"sha256": tensor_digest(tensors), "mmlab": json.dumps(metadata or {}, sort_keys=True)}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
     try:
@@ -134,7 +257,7 @@ def load_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict] 
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-        if meta.get("sha256") != _digest(tensors):
+        if meta.get("sha256") != tensor_digest(tensors):
             raise ValueError("checksum mismatch")
         return tensors, json.loads(meta.get("mmlab", "{}"))
     except Exception as exc:  # noqa: BLE001 - any failure to read means the file is bad
@@ -146,29 +269,3 @@ def load_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict] 
 def recipe_key(recipe: dict) -> str:
     """A short stable hash (12 hex digits) of a JSON-serialisable recipe: names cache entries by what built them."""
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def cached_state(
-    name: str,
-    build: Callable[[], dict[str, torch.Tensor]],
-    recipe: dict,
-    retrain: bool = False,
-) -> dict[str, torch.Tensor]:
-    """Tensors of ``name`` built by ``build()`` once, then read from the cache.
-
-    The file name carries a hash of ``recipe`` (a JSON-serialisable dict), so changing the recipe
-    trains anew instead of loading stale weights.
-
-    Args:
-        name: short name of the artefact, e.g. ``"tiny_clip"``.
-        build: function returning the tensors (e.g. a trained model's ``state_dict()``).
-        recipe: everything that determines the result (sizes, steps, seed, version).
-        retrain: ignore an existing file and rebuild it.
-    """
-    path = cache_dir() / f"{name}-{recipe_key(recipe)}.safetensors"
-    loaded = None if retrain else load_state(path)
-    if loaded is not None:
-        return loaded[0]
-    tensors = build()
-    save_state(path, tensors, metadata={"name": name, "recipe": recipe})
-    return tensors

@@ -6,6 +6,7 @@ the seconds taken are recorded beside the steps for the budgets the notebooks as
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -31,6 +32,14 @@ class History:
     evals: list[tuple[int, dict[str, float]]] = field(default_factory=list)
     seconds: float = 0.0
 
+    def to_json(self) -> str:
+        return json.dumps({"steps": self.steps, "losses": self.losses, "evals": self.evals, "seconds": self.seconds})
+
+    @classmethod
+    def from_json(cls, text: str) -> History:
+        d = json.loads(text)
+        return cls(d["steps"], d["losses"], [(int(s), m) for s, m in d["evals"]], float(d["seconds"]))
+
     def metric(self, name: str) -> tuple[list[int], list[float]]:
         """The steps and values of one evaluation metric, for plotting."""
         pts = [(s, m[name]) for s, m in self.evals if name in m]
@@ -52,6 +61,7 @@ def train(
     after_step: Callable[[int], None] | None = None,
     progress: bool = True,
     desc: str = "train",
+    seed: int | None = None,
 ) -> History:
     """Train ``model`` for ``num_steps`` optimizer steps.
 
@@ -67,6 +77,10 @@ def train(
         num_steps: number of steps (> 0).
         eval_fn: model -> dict of metric name -> float.
         eval_every: steps between evaluations (> 0).
+        seed: seeds torch's global RNG for the run (dropout, sampling inside ``loss_fn``) without changing it for the
+            caller (``torch.random.fork_rng``); None leaves the RNG as it is.
+    Batches are moved to the model's device (tensors, and tensors inside dicts, lists and tuples), so ``batch_fn`` can
+    build them on the CPU.
     Returns:
         A :class:`History`.
     """
@@ -74,6 +88,12 @@ def train(
         raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
     if not isinstance(eval_every, int) or eval_every <= 0:
         raise ValueError(f"eval_every must be a positive int, got {eval_every!r}")
+    if seed is not None:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            return train(model, batch_fn, loss_fn, optimizer, num_steps, eval_fn, eval_every, lr_scheduler,
+                         max_grad_norm, after_step, progress, desc)
+    device = next(model.parameters()).device
     history = History()
 
     def evaluate(step: int) -> None:
@@ -87,7 +107,7 @@ def train(
     for step in bar:
         t0 = time.perf_counter()
         model.train()
-        batch = batch_fn(step)
+        batch = to_device(batch_fn(step), device)
         loss = loss_fn(model, batch)
         if loss.ndim != 0:
             raise ValueError(f"loss_fn must return a scalar tensor, got shape {tuple(loss.shape)}")
@@ -110,6 +130,19 @@ def train(
     bar.close()
     model.eval()
     return history
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """``batch`` with every tensor in it (also inside dicts, lists and tuples) moved to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # a namedtuple
+        return type(batch)(*(to_device(v, device) for v in batch))
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, num_steps: int, warmup: int = 50) -> torch.optim.lr_scheduler.LambdaLR:

@@ -1,16 +1,15 @@
 """The tiny BLIP-2: stage-1 masks (and that the real Blip2QFormerModel obeys them), the model wiring,
 captioning and its errors, the loader round trip, and the cached tiny_blip2 recipe."""
 
-from dataclasses import replace
-
 import pytest
 import torch
+from transformers import Blip2Processor, OPTForCausalLM
 
 from mmlab import blip2 as mb
-from mmlab.clip import TinyClipConfig, build_clip
+from mmlab.clip import OPENAI_MEAN, OPENAI_STD, TinyClipRecipe, build_clip
 from mmlab.data import ShapesWorld
 
-SMALL = mb.TinyBlip2Config(lm_steps=3, stage1_steps=2, stage2_steps=2, batch_size=8)
+SMALL = mb.TinyBlip2Recipe(lm_steps=3, stage1_steps=2, stage2_steps=2, batch_size=8)
 
 
 @pytest.fixture(scope="module")
@@ -22,11 +21,11 @@ def world():
 def parts(world):
     """A random tiny CLIP and a random tiny OPT: wiring tests need no training."""
     tokenizer = mb.build_tokenizer(mb.caption_words(world))
-    clip_model = build_clip(TinyClipConfig().model_cfg, seed=0)
+    clip_model = build_clip(TinyClipRecipe().model_cfg, seed=0)
     torch.manual_seed(0)
-    lm = mb.OPTForCausalLM(mb.lm_config(SMALL, len(tokenizer))).eval()
+    lm = OPTForCausalLM(mb.lm_config(SMALL, len(tokenizer))).eval()
     processor = mb.build_processor(tokenizer, 32, SMALL.num_query_tokens)
-    model = mb.build_blip2(SMALL, clip_model, TinyClipConfig().model_cfg, lm, tokenizer)
+    model = mb.build_blip2(SMALL, clip_model, TinyClipRecipe().model_cfg, lm, tokenizer)
     return clip_model, lm, tokenizer, processor, model
 
 
@@ -135,15 +134,15 @@ def test_caption_and_errors(parts, world):
 def test_views_and_tokenizer_errors():
     x = torch.randn(2, 3, 32, 32)
     grey, blur = mb.image_views(x, ("grey", "blur"))
-    std = torch.tensor(mb.OPENAI_STD).view(1, 3, 1, 1)
-    mean = torch.tensor(mb.OPENAI_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(OPENAI_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(OPENAI_MEAN).view(1, 3, 1, 1)
     pixels = grey * std + mean
     assert torch.allclose(pixels[:, 0], pixels[:, 1], atol=1e-6) and torch.allclose(pixels[:, 1], pixels[:, 2], atol=1e-6)
     assert blur[..., :16, :16].flatten(2).std(-1).max() < 1e-6  # one colour per quarter
     with pytest.raises(ValueError, match="views"):
         mb.image_views(x, ("sepia",))
     with pytest.raises(ValueError, match="stage"):
-        mb.ClipImageTower(TinyClipConfig().model_cfg["vision_cfg"], 64, stage=5)
+        mb.ClipImageTower(TinyClipRecipe().model_cfg["vision_cfg"], 64, stage=5)
     with pytest.raises(ValueError, match="words"):
         mb.build_tokenizer(["a", "a"])
     with pytest.raises(ValueError, match="kinds"):
@@ -168,17 +167,15 @@ def test_tiny_blip2_trains_once_then_loads(monkeypatch, tmp_path, parts):
     """The cached recipe: the first call trains and saves, the second loads the same weights without training."""
     clip_model = parts[0]
     monkeypatch.setenv("MMLAB_CACHE", str(tmp_path))
-    monkeypatch.setattr(mb, "TinyBlip2Config", lambda seed=0: replace(SMALL, seed=seed))
-    monkeypatch.setattr("mmlab.clip.tiny_clip", lambda progress=True: (clip_model, None, None))
-    model, processor = mb.tiny_blip2(seed=0, progress=False)
-    assert isinstance(processor, mb.Blip2Processor) and len(list(tmp_path.glob("tiny_blip2-*"))) == 1
+    model, processor = mb.tiny_blip2(seed=0, progress=False, clip_model=clip_model, recipe=SMALL)
+    assert isinstance(processor, Blip2Processor) and len(list(tmp_path.glob("tiny_blip2-*"))) == 1
 
     def fail(*args, **kwargs):
         raise AssertionError("trained again instead of loading the cache")
 
     monkeypatch.setattr(mb, "train_stage1", fail)
     monkeypatch.setattr(mb, "train_stage2", fail)
-    again, _ = mb.tiny_blip2(seed=0, progress=False)
+    again, _ = mb.tiny_blip2(seed=0, progress=False, clip_model=clip_model, recipe=SMALL)
     for (name, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items()):
         assert torch.equal(a, b), name
     with pytest.raises(TypeError, match="seed"):

@@ -1,4 +1,9 @@
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import nbformat
 import pytest
@@ -51,3 +56,129 @@ def test_run_failure_names_notebook_and_cell(nbdir, tmp_path, capsys):
 def test_unknown_name(nbdir):
     with pytest.raises(SystemExit, match="matches 0 notebooks"):
         cli.main(["run", "nope", "--dir", str(nbdir)])
+
+
+def _wait_for(path, proc, seconds=120):
+    deadline = time.time() + seconds
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, f"timeout: {path} never appeared"
+        time.sleep(0.1)
+
+
+def test_ctrl_c_stops_the_kernel_and_leaves_notebooks_intact(tmp_path):
+    """SIGINT during `mmlab run --inplace`: exit 130, every notebook byte-identical, the index says what did not
+    finish, and no kernel process is left behind."""
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    marker, pid_file = tmp_path / "started", tmp_path / "kernel.pid"
+    _nb(folder / "01_quick.ipynb", ["print('fine')"])
+    _nb(folder / "02_slow.ipynb", [f"import os, pathlib, time\npathlib.Path({str(pid_file)!r}).write_text(str(os.getpid()))\n"
+                                   f"pathlib.Path({str(marker)!r}).write_text('x')\ntime.sleep(120)"])
+    _nb(folder / "03_never.ipynb", ["print('never reached')"])
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    build = tmp_path / "book"
+    proc = subprocess.Popen([sys.executable, "-m", "mmlab.cli", "run", "--inplace", "--no-progress", "--dir", str(folder),
+                             "--build", str(build)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(marker, proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (out, err)
+    after = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert after["02_slow.ipynb"] == before["02_slow.ipynb"] and after["03_never.ipynb"] == before["03_never.ipynb"]
+    assert after["01_quick.ipynb"] != before["01_quick.ipynb"]  # the finished one was stored (whole)
+    nbformat.read(folder / "01_quick.ipynb", as_version=4)
+    summary = {r["name"]: r["status"] for r in json.loads((build / "summary.json").read_text())}
+    assert summary == {"01_quick": "ok", "02_slow": "interrupted", "03_never": "interrupted"}
+    assert "interrupted" in (build / "index.html").read_text()
+    kernel = int(pid_file.read_text())
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            os.kill(kernel, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"kernel process {kernel} is still alive after Ctrl-C")
+
+
+KILLED_WRITER = """
+import os, sys, time
+from pathlib import Path
+from mmlab import runtime
+target, marker = Path(sys.argv[1]), Path(sys.argv[2])
+real_fsync = os.fsync
+def slow_fsync(fd):
+    marker.write_text("x")
+    time.sleep(60)
+os.fsync = slow_fsync
+runtime.write_atomic(target, b"NEW" * 100000)
+"""
+
+
+def test_sigkill_during_an_atomic_write_leaves_the_old_file(tmp_path):
+    target, marker = tmp_path / "01_x.ipynb", tmp_path / "marker"
+    target.write_bytes(b"OLD notebook")
+    script = tmp_path / "writer.py"
+    script.write_text(KILLED_WRITER)
+    proc = subprocess.Popen([sys.executable, str(script), str(target), str(marker)], stderr=subprocess.PIPE, text=True)
+    _wait_for(marker, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert target.read_bytes() == b"OLD notebook"  # the reader's file: the old complete state
+    leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".01_x.ipynb.")]
+    assert leftovers, "the half-written data went to a temporary file, not the notebook"
+    runtime_module = __import__("mmlab.runtime", fromlist=["write_atomic"])
+    runtime_module.write_atomic(target, b"NEW")
+    assert target.read_bytes() == b"NEW"
+
+
+def test_inplace_keeps_permissions(nbdir, tmp_path):
+    path = nbdir / "01_ok.ipynb"
+    path.chmod(0o640)
+    assert cli.main(["run", "01", "--dir", str(nbdir), "--build", str(tmp_path / "b"), "--inplace", "--no-progress"]) == 0
+    assert (path.stat().st_mode & 0o777) == 0o640
+
+
+def test_doctor_offline(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("MMLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("MMLAB_PRETRAINED", raising=False)
+    assert cli.main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "pretrained path: offline: MMLAB_PRETRAINED not set" in out and "device:" in out and "torch" in out
+
+
+def test_cache_lists_and_clears(monkeypatch, capsys, tmp_path):
+    from mmlab import cache
+
+    monkeypatch.setenv("MMLAB_CACHE", str(tmp_path / "cache"))
+    cache.store("toy", {"a": 1}, b"x", lambda obj, folder: (folder / "w.bin").write_bytes(obj))
+    assert cli.main(["cache"]) == 0 and "toy-" in capsys.readouterr().out
+    assert cli.main(["cache", "--clear"]) == 0 and "cleared 1" in capsys.readouterr().out
+    assert cache.entries() == []
+
+
+def test_seed_and_pretrained_flags_reach_the_kernel(tmp_path):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    _nb(folder / "01_env.ipynb", ["import os\nfrom mmlab.runtime import report\n"
+                                  "report('01', {'seed': int(os.environ['MMLAB_SEED']), 'asked': os.environ['MMLAB_PRETRAINED'] == '1'})"])
+    build = tmp_path / "book"
+    assert cli.main(["run", "--seed", "3", "--pretrained", "--dir", str(folder), "--build", str(build), "--no-progress"]) == 0
+    (record,) = json.loads((build / "summary.json").read_text())
+    assert record["report"]["bars"] == {"seed": 3.0, "asked": 1.0} and record["report"]["seed"] == 3
+
+
+def test_seeds_command_writes_a_table(tmp_path, capsys):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    _nb(folder / "01_toy.ipynb", ["from mmlab.runtime import report, seed\nreport('01', {'acc (>= 0.5)': 0.5 + seed() / 10})\n"
+                                  "assert seed() != 2, 'seed 2 misses the bar'"])
+    assert cli.main(["seeds", "01", "--seeds", "0", "1", "2", "--dir", str(folder)]) == 1  # seed 2 failed
+    study = json.loads((folder / "seeds" / "01_toy.json").read_text())
+    assert [r["status"] for r in study["rows"]] == ["ok", "ok", "failed"]
+    agg = study["summary"]["acc (>= 0.5)"]
+    assert agg["min"] == 0.5 and abs(agg["mean"] - 0.6) < 1e-9 and agg["n"] == 3
+    out = capsys.readouterr().out
+    assert "seed 2 misses the bar" in out and "notebook passed" in out

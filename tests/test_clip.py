@@ -4,7 +4,7 @@ from open_clip.loss import ClipLoss
 
 from mmlab.clip import (
     MemoTokenizer,
-    TinyClipConfig,
+    TinyClipRecipe,
     build_clip,
     contrastive_loss,
     load_clip,
@@ -29,7 +29,7 @@ def test_contrastive_loss_equals_open_clip(batch_size):
 
 
 def test_memo_tokenizer_returns_what_open_clip_returns():
-    tok = tokenizer_for(TinyClipConfig().model_cfg)
+    tok = tokenizer_for(TinyClipRecipe().model_cfg)
     memo = MemoTokenizer(tok)
     texts = ["a red circle", "the square is blue", "a red circle", "a photo of a cross."]
     for _ in range(2):  # the second call is served from the memo
@@ -42,14 +42,14 @@ def test_memo_tokenizer_returns_what_open_clip_returns():
 
 
 def test_contrastive_loss_errors():
-    with pytest.raises(ValueError, match="must both be \\(B, D\\)"):
+    with pytest.raises(ValueError, match="must be \\(B, D\\) of one shape"):
         contrastive_loss(torch.randn(3, 4), torch.randn(2, 4), 1.0)
 
 
 @pytest.fixture(scope="module")
 def quick_model():
     """A tiny CLIP trained for a few seconds: it must already beat chance clearly on seen pairs."""
-    cfg = TinyClipConfig(num_steps=150)
+    cfg = TinyClipRecipe(num_steps=150)
     model, history = train_tiny_clip(cfg, progress=False, eval_every=150)
     return cfg, model, history
 
@@ -109,6 +109,19 @@ def test_save_and_load_through_the_pretrained_loader(quick_model, tmp_path):
 
 
 def test_build_is_seeded():
-    cfg = TinyClipConfig()
+    cfg = TinyClipRecipe()
     a, b = build_clip(cfg.model_cfg, seed=1), build_clip(cfg.model_cfg, seed=1)
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_tiny_clip_trained_caches_model_and_history(tmp_path, monkeypatch):
+    """Notebook 01's entry point: the first call trains, the second loads the same weights and the same history."""
+    from mmlab.clip import tiny_clip_trained
+
+    monkeypatch.setenv("MMLAB_CACHE", str(tmp_path))
+    recipe = TinyClipRecipe(num_steps=3, seed=5)
+    model, history = tiny_clip_trained(recipe, progress=False, eval_every=3)
+    again, history2 = tiny_clip_trained(recipe, progress=False, eval_every=3)
+    assert history2.to_json() == history.to_json()  # the same losses, evaluations and recorded time
+    for (name, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items()):
+        assert torch.equal(a, b), name

@@ -75,13 +75,9 @@ def test_richer_scenes():
     assert all(" and a " in c for c in q.captions)
 
 
-def test_ten_thousand_images_quickly(world):
-    import time
-
-    t0 = time.perf_counter()
+def test_ten_thousand_images(world):  # how fast: `mmlab bench` (budget 5 s), never asserted here
     b = world.sample(10_000, seed=9)
-    assert b.images.shape[0] == 10_000
-    assert time.perf_counter() - t0 < 5.0  # about a second on 2 cores; generous bound for loaded CI
+    assert b.images.shape == (10_000, 3, 32, 32) and b.images.is_floating_point()
 
 
 @pytest.mark.parametrize(

@@ -21,9 +21,12 @@ def test_device_and_seed():
 
 def test_online_honours_hf_hub_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    t0 = time.perf_counter()
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("HF_HUB_OFFLINE is set: online() must not open a connection")
+
+    monkeypatch.setattr(runtime.urllib.request, "urlopen", no_network)
     assert runtime.online() is False
-    assert time.perf_counter() - t0 < 0.1
 
 
 @pytest.fixture
@@ -57,7 +60,7 @@ def test_online_never_hangs(monkeypatch, silent_server):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     t0 = time.perf_counter()
     assert runtime.online(silent_server, timeout=1.0) is False
-    assert time.perf_counter() - t0 < 1.5
+    assert time.perf_counter() - t0 < 1.5  # the 1 s timeout, not a speed: online() must not wait past it
 
 
 def test_online_true_for_a_server_that_answers(monkeypatch):
@@ -102,43 +105,3 @@ def test_save_load_round_trip(tmp_path):
     assert all(torch.equal(loaded[k], tensors[k]) for k in tensors)
     assert not list(tmp_path.glob("*.tmp"))  # no temp file left behind
     assert runtime.load_state(tmp_path / "absent.safetensors") is None
-
-
-@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage"])
-def test_corrupt_file_is_detected_removed_and_rebuilt(tmp_path, monkeypatch, damage):
-    monkeypatch.setenv("MMLAB_CACHE", str(tmp_path))
-    calls = []
-
-    def build():
-        calls.append(1)
-        return {"w": torch.arange(1000, dtype=torch.float32)}
-
-    recipe = {"v": 1}
-    first = runtime.cached_state("toy", build, recipe)
-    (path,) = tmp_path.glob("toy-*.safetensors")
-    data = path.read_bytes()
-    if damage == "truncate":
-        path.write_bytes(data[: len(data) // 2])
-    elif damage == "flip":  # a flipped byte inside the tensor data: only the checksum can see it
-        path.write_bytes(data[:-10] + bytes([data[-10] ^ 0xFF]) + data[-9:])
-    else:
-        path.write_bytes(b"not a safetensors file")
-    assert runtime.load_state(path) is None and not path.exists()
-    again = runtime.cached_state("toy", build, recipe)
-    assert torch.equal(first["w"], again["w"]) and len(calls) == 2 and path.exists()
-    runtime.cached_state("toy", build, recipe)
-    assert len(calls) == 2  # the rebuilt file is read, not rebuilt again
-
-
-def test_cache_key_follows_recipe_and_retrain(tmp_path, monkeypatch):
-    monkeypatch.setenv("MMLAB_CACHE", str(tmp_path))
-    calls = []
-
-    def build():
-        calls.append(1)
-        return {"x": torch.ones(2)}
-
-    runtime.cached_state("m", build, {"steps": 1})
-    runtime.cached_state("m", build, {"steps": 2})
-    runtime.cached_state("m", build, {"steps": 2}, retrain=True)
-    assert len(calls) == 3 and len(list(tmp_path.glob("m-*.safetensors"))) == 2

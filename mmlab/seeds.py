@@ -1,0 +1,92 @@
+"""The seed study behind every asserted bar: run a notebook for seeds 0-4 and tabulate what it asserts.
+
+A claim is asserted only if it holds for every training seed (another CPU acts as another seed). ``mmlab seeds 01``
+executes notebook 01 once per seed with ``MMLAB_SEED`` set (trained artefacts of other notebooks come from the cache),
+reads back the figures its claims cell records with :func:`mmlab.runtime.report`, and writes
+``notebooks/seeds/NN_slug.json``: each seed's figures and pass/fail, the mean and minimum of each figure, and when,
+where and with how many threads the study ran. The notebooks print that table; nothing in it is typed in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from mmlab.runtime import write_atomic
+
+
+def study_path(directory: Path, stem: str) -> Path:
+    """Where the seed table of notebook ``stem`` lives: ``<notebooks>/seeds/<stem>.json``."""
+    return directory / "seeds" / f"{stem}.json"
+
+
+def summarise(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Per figure: mean, min and max over the seeds that recorded it."""
+    names = list(dict.fromkeys(k for r in rows if r.get("bars") for k in r["bars"]))
+    out = {}
+    for name in names:
+        values = [r["bars"][name] for r in rows if r.get("bars") and name in r["bars"]]
+        out[name] = {"mean": sum(values) / len(values), "min": min(values), "max": max(values), "n": len(values)}
+    return out
+
+
+def format_table(study: dict) -> str:
+    """The seed table as text: one row per figure, one column per seed, then mean and min."""
+    rows = study["rows"]
+    seeds = [r["seed"] for r in rows]
+    lines = [f"seed study of {study['notebook']}: run {study['when']} on {study['machine']}, {study['threads']} threads",
+             f"{'figure (its bar)':<58}" + "".join(f"{'s' + str(s):>7}" for s in seeds) + f"{'mean':>7}{'min':>7}"]
+    for name, agg in study["summary"].items():
+        cells = "".join(f"{r['bars'][name]:>7.3f}" if r.get("bars") and name in r["bars"] else f"{'-':>7}" for r in rows)
+        lines.append(f"{name[:57]:<58}{cells}{agg['mean']:>7.3f}{agg['min']:>7.3f}")
+    lines.append(f"{'notebook passed':<58}" + "".join(f"{'yes' if r['status'] == 'ok' else 'NO':>7}" for r in rows))
+    for r in rows:
+        if r["status"] != "ok":
+            lines.append(f"  seed {r['seed']}: {r['error']}")
+    return "\n".join(lines)
+
+
+def run_study(path: Path, seeds: list[int], timeout: int = 3600, progress: bool = True) -> dict:
+    """Execute notebook ``path`` once per seed; write and return its seed table (see module doc)."""
+    from mmlab.cli import execute
+
+    rows: list[dict] = []
+    target = study_path(path.parent, path.stem)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for s in seeds:
+        print(f"[seed {s}] {path.name}", flush=True)
+        _, result = execute(path, timeout=timeout, progress=progress, env={"MMLAB_SEED": str(s)})
+        report = result.report or {}
+        rows.append({"seed": s, "status": result.status, "error": result.error, "seconds": round(result.seconds, 1),
+                     "bars": report.get("bars"), "training_seconds": report.get("seconds"),
+                     "threads": report.get("threads")})
+        print(f"    {result.status} in {result.seconds:.0f} s {result.error}", flush=True)
+        study = {"notebook": path.stem, "when": time.strftime("%Y-%m-%d %H:%M"), "seeds": seeds[: len(rows)],
+                 "machine": f"{platform.machine()} ({os.cpu_count()} cores), torch {torch.__version__}",
+                 "threads": report.get("threads") or torch.get_num_threads(), "rows": rows, "summary": summarise(rows)}
+        write_atomic(target, (json.dumps(study, indent=1) + "\n").encode())  # after every seed: a long study is never lost
+    return study
+
+
+def load_study(directory: Path, stem: str) -> dict | None:
+    """The stored seed table of notebook ``stem``, or None when no study has been run."""
+    path = study_path(directory, stem)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def show(stem: str, directory: str | Path | None = None) -> None:
+    """Print the stored seed table of notebook ``stem`` (how each notebook shows its study).
+
+    Looked up in ``directory``, else beside the running notebook (``./seeds``), else in ``./notebooks/seeds``.
+    """
+    candidates = [Path(directory)] if directory is not None else [Path("."), Path("notebooks")]
+    study = next((s for s in (load_study(d, stem) for d in candidates) if s is not None), None)
+    if study is None:
+        print(f"no seed study stored for {stem}: run `mmlab seeds {stem[:2]}`")
+        return
+    print(format_table(study))
