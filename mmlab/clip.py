@@ -87,7 +87,6 @@ class TinyClipRecipe:
         return {"embed_dim": self.embed_dim, "vision_cfg": dict(self.vision_cfg), "text_cfg": dict(self.text_cfg)}
 
 
-TinyClipConfig = TinyClipRecipe  # TEMPORARY-ALIAS
 
 
 def build_clip(model_cfg: dict, seed: int = 0) -> open_clip.CLIP:
@@ -421,5 +420,3 @@ def tiny_clip(seed: int = 0, retrain: bool = False, progress: bool = True, devic
                   load=lambda folder: load_clip(f"local-dir:{folder}", device=device), retrain=retrain)
 
 
-heldout_accuracy = zero_shot_accuracy  # TEMPORARY-ALIAS
-attribute_batches = attribute_sub_batches  # TEMPORARY-ALIAS
