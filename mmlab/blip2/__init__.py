@@ -56,7 +56,7 @@ from mmlab.blip2.recipe import TinyBlip2Recipe, lm_config, qformer_config
 from mmlab.blip2.stage1 import QFormerPretrainer, carry_stage1, stage1_masks, train_stage1
 from mmlab.blip2.stage2 import PatchPrefixCaptioner, train_patch_prefix, train_stage2
 from mmlab.cache import cached
-from mmlab.clip import TinyClipRecipe, tiny_clip, tiny_clip_dir
+from mmlab.clip_training import TinyClipRecipe, tiny_clip, tiny_clip_dir
 from mmlab.data import ShapesWorld
 from mmlab.runtime import tensor_digest
 
