@@ -159,7 +159,7 @@ def integrated_gradients(f: Callable[[dict], torch.Tensor], inputs: Inputs, base
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     base = {k: _expand(baselines[k], inputs[k]).detach() for k in inputs}
-    totals = {k: torch.zeros(n) for k in inputs}
+    totals = {k: torch.zeros(n, device=inputs[k].device) for k in inputs}
     for s in range(steps):
         alpha = (s + 0.5) / steps
         point = {k: (base[k] + alpha * (inputs[k].detach() - base[k])).requires_grad_(True) for k in inputs}

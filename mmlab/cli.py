@@ -238,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     p_seeds.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds (default 0 1 2 3 4)")
     p_seeds.add_argument("--dir", type=Path, default=None, help="notebooks folder (default: ./notebooks)")
     p_seeds.add_argument("--timeout", type=int, default=3600, help="seconds allowed per cell (default 3600)")
+    p_seeds.add_argument("--inplace", action="store_true",
+                         help="store seed 0's executed run back into the notebook (its seed table refreshed at the end)")
     p_bench = sub.add_parser("bench", help="time budgets: measured / budget, exit 1 when one is missed")
     p_bench.add_argument("--summary", type=Path, default=None, help="summary.json of a `mmlab run` (default: <build>/summary.json)")
     p_bench.add_argument("--no-micro", action="store_true", help="only the notebooks' recorded times")
@@ -260,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"mmlab: --seeds must be non-negative integers, got {args.seeds}")
         failed = 0
         for path in find_notebooks(args.dir or notebooks_dir(), args.names):
-            study = run_study(path, args.seeds, timeout=args.timeout)
+            study = run_study(path, args.seeds, timeout=args.timeout, inplace=args.inplace)
             print(format_table(study))
             failed += sum(r["status"] != "ok" for r in study["rows"])
         return 1 if failed else 0

@@ -112,6 +112,7 @@ def text_token_states(model: open_clip.CLIP, texts: torch.Tensor) -> torch.Tenso
     """
     if texts.ndim != 2:
         raise ValueError(f"texts must be token ids (B, L), got shape {tuple(texts.shape)}")
+    texts = texts.to(model.token_embedding.weight.device)
     x = model.token_embedding(texts) + model.positional_embedding  # (B, L, width)
     x = model.transformer(x, attn_mask=model.attn_mask)
     return model.ln_final(x)

@@ -44,6 +44,15 @@ class PlantedTask:
         return PlantedTask(self.name, {k: v[idx] for k, v in self.inputs.items()}, self.labels[idx],
                            self.image_colors[idx], self.text_colors[idx], self.image_weight, self.vocab)
 
+    @property
+    def device(self) -> torch.device:
+        return self.labels.device
+
+    def to(self, device: torch.device | str) -> PlantedTask:
+        """The same task with every tensor on ``device``."""
+        return PlantedTask(self.name, {k: v.to(device) for k, v in self.inputs.items()}, self.labels.to(device),
+                           self.image_colors.to(device), self.text_colors.to(device), self.image_weight, self.vocab)
+
 
 def planted_task(name: str, n: int, world: ShapesWorld, seed: int = 0, image_weight: float = 0.7) -> PlantedTask:
     """Draw ``n`` samples of the planted task ``name`` ("image", "text", "mixed" or "redundant").
@@ -104,16 +113,21 @@ class FusionClassifier(torch.nn.Module):
 
 
 def train_fusion(task: PlantedTask, fusion: str, num_steps: int = 400, batch_size: int = 128, seed: int = 0,
-                 progress: bool = False) -> tuple[FusionClassifier, History]:
-    """Train a :class:`FusionClassifier` on ``task`` with cross-entropy (the shared loop, seeded)."""
+                 progress: bool = False, device: torch.device | None = None) -> tuple[FusionClassifier, History]:
+    """Train a :class:`FusionClassifier` on ``task`` with cross-entropy (the shared loop, seeded).
+
+    ``device``: where the model trains (default: where ``task``'s tensors are; see :meth:`PlantedTask.to`).
+    """
     torch.manual_seed(seed)
+    device = torch.device(device) if device is not None else task.device
+    task = task.to(device)
     num_classes = len(task.vocab) - len(PREFIX)  # one class per colour
-    model = FusionClassifier(num_classes, len(task.vocab), task.inputs["text"].shape[1], fusion)
+    model = FusionClassifier(num_classes, len(task.vocab), task.inputs["text"].shape[1], fusion).to(device)
     n = len(task)
 
     def batch_fn(step: int) -> PlantedTask:
         idx = torch.randint(n, (batch_size,), generator=torch.Generator().manual_seed(seed * 100_003 + step))
-        return task.subset(idx)
+        return task.subset(idx.to(device))  # indices drawn on the CPU: the same batches on every device
 
     def loss_fn(m: FusionClassifier, b: PlantedTask) -> torch.Tensor:
         return F.cross_entropy(m(b.inputs), b.labels)

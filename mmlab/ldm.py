@@ -16,25 +16,33 @@ from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from mmlab.runtime import device as runtime_device
 
 
-def tiny_vae(seed: int = 0, latent_channels: int = 4) -> AutoencoderKL:
-    """An ``AutoencoderKL`` for 32x32 RGB images with downsampling factor 4 (latents 4x8x8; SD uses factor 8)."""
+def tiny_vae(seed: int = 0, latent_channels: int = 4, device: torch.device | None = None) -> AutoencoderKL:
+    """An ``AutoencoderKL`` for 32x32 RGB images with downsampling factor 4 (latents 4x8x8; SD uses factor 8).
+
+    Initialised from ``seed`` on the CPU (the same weights on every device), then moved to ``device``
+    (default ``runtime.device()``).
+    """
     torch.manual_seed(seed)
     return AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=latent_channels,
         down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
         block_out_channels=(16, 32, 32), layers_per_block=1, norm_num_groups=8, sample_size=32,
-    )
+    ).to(device or runtime_device())
 
 
-def tiny_text_unet(cross_attention_dim: int, seed: int = 0, sample_size: int = 8, in_channels: int = 4) -> UNet2DConditionModel:
-    """A ``UNet2DConditionModel`` whose cross-attention reads text token states of width ``cross_attention_dim``."""
+def tiny_text_unet(cross_attention_dim: int, seed: int = 0, sample_size: int = 8, in_channels: int = 4,
+                   device: torch.device | None = None) -> UNet2DConditionModel:
+    """A ``UNet2DConditionModel`` whose cross-attention reads text token states of width ``cross_attention_dim``.
+
+    Initialised from ``seed`` on the CPU, then moved to ``device`` (default ``runtime.device()``).
+    """
     torch.manual_seed(seed)
     return UNet2DConditionModel(
         sample_size=sample_size, in_channels=in_channels, out_channels=in_channels,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=cross_attention_dim,
         attention_head_dim=8, norm_num_groups=8,
-    )
+    ).to(device or runtime_device())
 
 
 def save_components(directory: str | Path, **components) -> Path:

@@ -9,12 +9,15 @@ where and with how many threads the study ran. The notebooks print that table; n
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import platform
 import time
 from pathlib import Path
 
+import nbformat
 import torch
 
 from mmlab.runtime import write_atomic
@@ -39,7 +42,9 @@ def format_table(study: dict) -> str:
     """The seed table as text: one row per figure, one column per seed, then mean and min."""
     rows = study["rows"]
     seeds = [r["seed"] for r in rows]
-    lines = [f"seed study of {study['notebook']}: run {study['when']} on {study['machine']}, {study['threads']} threads",
+    runs = sorted({r.get("when", study["when"]) for r in rows})
+    when = runs[0] if len(runs) == 1 else f"{runs[0]} to {runs[-1]} (seeds run separately)"
+    lines = [f"seed study of {study['notebook']}: run {when} on {study['machine']}, {study['threads']} threads",
              f"{'figure (its bar)':<58}" + "".join(f"{'s' + str(s):>7}" for s in seeds) + f"{'mean':>7}{'min':>7}"]
     for name, agg in study["summary"].items():
         cells = "".join(f"{r['bars'][name]:>7.3f}" if r.get("bars") and name in r["bars"] else f"{'-':>7}" for r in rows)
@@ -51,25 +56,55 @@ def format_table(study: dict) -> str:
     return "\n".join(lines)
 
 
-def run_study(path: Path, seeds: list[int], timeout: int = 3600, progress: bool = True) -> dict:
-    """Execute notebook ``path`` once per seed; write and return its seed table (see module doc)."""
-    from mmlab.cli import execute
+def _refresh_table_cells(nb, stem: str, directory: Path) -> int:
+    """Replace the output of each ``seeds.show(...)`` cell by what that call prints now; return how many cells."""
+    count = 0
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "seeds.show(" in cell.source:
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                show(stem, directory)
+            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=printed.getvalue())]
+            count += 1
+    return count
 
-    rows: list[dict] = []
+
+def run_study(path: Path, seeds: list[int], timeout: int = 3600, progress: bool = True, inplace: bool = False) -> dict:
+    """Execute notebook ``path`` once per seed; write and return its seed table (see module doc).
+
+    Rows of seeds not in ``seeds`` are kept from the stored table (each row says when it ran), so ``--seeds 4`` adds a
+    seed to a study. ``inplace``: when seed 0 passes, its executed notebook is stored back into ``path`` (as
+    ``mmlab run --inplace`` would: seed 0 is the default) once the study is done, with the output of its
+    ``seeds.show`` cell refreshed from the finished table — that cell only prints the stored file.
+    """
+    from mmlab.cli import execute  # here, not at the top: mmlab.cli imports this module's functions lazily too
+
     target = study_path(path.parent, path.stem)
     target.parent.mkdir(parents=True, exist_ok=True)
+    stored = load_study(path.parent, path.stem)
+    kept = [dict(r, when=r.get("when", stored["when"])) for r in (stored or {}).get("rows", []) if r["seed"] not in seeds]
+    rows: list[dict] = []
+    seed0_nb = None
     for s in seeds:
         print(f"[seed {s}] {path.name}", flush=True)
-        _, result = execute(path, timeout=timeout, progress=progress, env={"MMLAB_SEED": str(s)})
+        nb, result = execute(path, timeout=timeout, progress=progress, env={"MMLAB_SEED": str(s)})
+        if s == 0 and result.status == "ok":
+            seed0_nb = nb
         report = result.report or {}
         rows.append({"seed": s, "status": result.status, "error": result.error, "seconds": round(result.seconds, 1),
                      "bars": report.get("bars"), "training_seconds": report.get("seconds"),
-                     "threads": report.get("threads")})
+                     "threads": report.get("threads"), "when": time.strftime("%Y-%m-%d %H:%M")})
         print(f"    {result.status} in {result.seconds:.0f} s {result.error}", flush=True)
-        study = {"notebook": path.stem, "when": time.strftime("%Y-%m-%d %H:%M"), "seeds": seeds[: len(rows)],
+        all_rows = sorted(kept + rows, key=lambda r: r["seed"])
+        study = {"notebook": path.stem, "when": time.strftime("%Y-%m-%d %H:%M"), "seeds": [r["seed"] for r in all_rows],
                  "machine": f"{platform.machine()} ({os.cpu_count()} cores), torch {torch.__version__}",
-                 "threads": report.get("threads") or torch.get_num_threads(), "rows": rows, "summary": summarise(rows)}
+                 "threads": report.get("threads") or torch.get_num_threads(), "rows": all_rows,
+                 "summary": summarise(all_rows)}
         write_atomic(target, (json.dumps(study, indent=1) + "\n").encode())  # after every seed: a long study is never lost
+    if inplace and seed0_nb is not None:
+        _refresh_table_cells(seed0_nb, path.stem, path.parent)
+        write_atomic(path, (nbformat.writes(seed0_nb) + "\n").encode())
+        print(f"    stored seed 0's executed run in {path.name}", flush=True)
     return study
 
 

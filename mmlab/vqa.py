@@ -132,7 +132,7 @@ def patch_features(clip_model, images: torch.Tensor) -> torch.Tensor:
     if not hasattr(visual, "layer2") or not hasattr(visual, "stem"):
         raise TypeError(f"patch_features needs a ModifiedResNet image tower, got {type(visual).__name__}")
     with torch.no_grad():
-        x = preprocess_tensors(clip_model, images).to(visual.conv1.weight.dtype)
+        x = preprocess_tensors(clip_model, images.to(visual.conv1.weight.device)).to(visual.conv1.weight.dtype)
         x = visual.layer2(visual.layer1(visual.stem(x)))  # (N, C, G, G)
     return x.flatten(2).transpose(1, 2).contiguous()  # (N, G*G, C)
 

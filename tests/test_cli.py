@@ -182,3 +182,20 @@ def test_seeds_command_writes_a_table(tmp_path, capsys):
     assert agg["min"] == 0.5 and abs(agg["mean"] - 0.6) < 1e-9 and agg["n"] == 3
     out = capsys.readouterr().out
     assert "seed 2 misses the bar" in out and "notebook passed" in out
+
+
+def test_seeds_adds_a_seed_and_stores_seed_0_in_place(tmp_path):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    _nb(folder / "01_toy.ipynb", ["from mmlab.runtime import report, seed\nreport('01', {'acc (>= 0.5)': 0.5 + seed() / 10})",
+                                  "from mmlab import seeds\nseeds.show('01_toy')"])
+    assert cli.main(["seeds", "01", "--seeds", "1", "--dir", str(folder)]) == 0
+    before = (folder / "01_toy.ipynb").read_bytes()
+    assert cli.main(["seeds", "01", "--seeds", "0", "--dir", str(folder), "--inplace"]) == 0
+    study = json.loads((folder / "seeds" / "01_toy.json").read_text())
+    assert [r["seed"] for r in study["rows"]] == [0, 1]  # seed 1's row kept, seed 0's added
+    assert study["summary"]["acc (>= 0.5)"]["n"] == 2
+    nb = nbformat.read(folder / "01_toy.ipynb", as_version=4)
+    assert (folder / "01_toy.ipynb").read_bytes() != before
+    shown = nb.cells[2].outputs[0]["text"]
+    assert "s0" in shown and "s1" in shown and "0.600" in shown  # the finished table, not the one seed 0's kernel saw

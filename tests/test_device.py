@@ -6,10 +6,11 @@ from dataclasses import replace
 
 import torch
 
+from mmlab import attribution, ddpm
 from mmlab import blip2 as mb
 from mmlab import clip as mclip
-from mmlab import ddpm
 from mmlab.data import ShapesWorld
+from mmlab.fusion import planted_task, train_fusion
 from mmlab.train import to_device
 
 CPU = torch.device("cpu")
@@ -48,3 +49,14 @@ def test_batches_follow_the_model():
     batch = {"a": torch.zeros(2), "b": [torch.ones(1), (torch.ones(1), "text")], "c": 3}
     moved = to_device(batch, CPU)
     assert moved["c"] == 3 and moved["b"][1][1] == "text" and moved["a"].device == CPU
+
+
+def test_fusion_training_and_attribution_follow_the_device():
+    task = planted_task("mixed", 32, WORLD, seed=1).to(CPU)
+    assert task.device == CPU and all(v.device == CPU for v in task.inputs.values())
+    model, history = train_fusion(task, "late", num_steps=2, batch_size=8, device=CPU)
+    assert next(model.parameters()).device == CPU and len(history.losses) == 2
+    f = lambda inputs: model(inputs).softmax(-1)  # noqa: E731
+    baseline = {k: v.mean(0, keepdim=True) for k, v in task.inputs.items()}
+    ig = attribution.integrated_gradients(f, task.inputs, baseline, target=task.labels, steps=2)
+    assert all(v.device == CPU and v.shape == (32,) for v in ig.values())

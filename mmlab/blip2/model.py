@@ -137,7 +137,7 @@ def build_blip2(config: TinyBlip2Recipe, clip_model: open_clip.CLIP, clip_cfg: d
     enc = tower.hidden_size
     blip_config = Blip2Config(
         vision_config=Blip2VisionConfig(hidden_size=enc, intermediate_size=enc, num_hidden_layers=0, num_attention_heads=1,
-                                        image_size=config.image_size, patch_size=config.image_size),
+                                        image_size=config.image_size, patch_size=config.image_size).to_dict(),
         qformer_config=qformer_config(config, enc, len(tokenizer)).to_dict(),
         text_config=language_model.config.to_dict(),
         num_query_tokens=config.num_query_tokens,

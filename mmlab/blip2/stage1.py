@@ -18,6 +18,9 @@ from mmlab.blip2.recipe import TinyBlip2Recipe
 from mmlab.data import ShapesWorld
 from mmlab.train import History, train, warmup_cosine
 
+# transformers 4.x builds the Q-Former's additive mask from a 0/1 one (get_extended_attention_mask); 5.x takes it as is
+_QFORMER_TAKES_01_MASKS = hasattr(Blip2QFormerModel, "get_extended_attention_mask")
+
 # ----------------------------------------------------------------------------------------------------------------
 # stage 1: representation learning with ITC, ITM and ITG around the real Blip2QFormerModel
 
@@ -87,8 +90,12 @@ class QFormerPretrainer(nn.Module):
         """Q-Former outputs (N, K + L, H) of [queries; text] under a (N, K + L, K + L) bool ``mask``."""
         queries = self.query_tokens.expand(len(input_ids), -1, -1)  # (N, K, H)
         embeds = self.embeddings(input_ids=input_ids, query_embeds=queries)  # (N, K + L, H)
-        additive = torch.zeros(mask.shape, dtype=embeds.dtype, device=mask.device).masked_fill(~mask, torch.finfo(embeds.dtype).min)
-        return self.qformer(query_embeds=embeds, query_length=self.num_query_tokens, attention_mask=additive[:, None],
+        if _QFORMER_TAKES_01_MASKS:  # transformers 4.x turns an (N, S, S) 0/1 mask into the additive one itself
+            attention_mask = mask.to(embeds.dtype)
+        else:  # transformers >= 5.x takes the additive (N, 1, S, S) mask as it is
+            attention_mask = torch.zeros(mask.shape, dtype=embeds.dtype, device=mask.device).masked_fill(
+                ~mask, torch.finfo(embeds.dtype).min)[:, None]
+        return self.qformer(query_embeds=embeds, query_length=self.num_query_tokens, attention_mask=attention_mask,
                             encoder_hidden_states=image_embeds).last_hidden_state
 
     def forward(self, image_embeds: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
