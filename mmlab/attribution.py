@@ -90,6 +90,25 @@ def modality_shapley(f: Callable[[dict], torch.Tensor], inputs: Inputs, baseline
     return phi
 
 
+def modality_interaction(f: Callable[[dict], torch.Tensor], inputs: Inputs, baselines: Inputs) -> torch.Tensor:
+    """Shapley interaction index of two modalities a, b: v({a,b}) − v({a}) − v({b}) + v(∅), per sample (and class).
+
+    v(S) = f(x_S, baseline_rest), as in :func:`modality_shapley`, which gives each modality half of this term:
+    φ_a = v({a}) − v(∅) + I / 2. I > 0: the modalities complete each other (synergy); I < 0: either one suffices
+    (redundancy); I = 0: f is additive in the two. Shaped like f's output ([N] or [N, K]).
+    """
+    n = _check_inputs(inputs, baselines)
+    if len(inputs) != 2:
+        raise ValueError(f"modality_interaction needs exactly two modalities, got {sorted(inputs)}")
+    a, b = list(inputs)
+    base = {k: _expand(baselines[k], inputs[k]) for k in inputs}
+    with torch.no_grad():
+        def v(present: set[str]) -> torch.Tensor:
+            return _call(f, {k: inputs[k] if k in present else base[k] for k in inputs}, n)
+
+        return v({a, b}) - v({a}) - v({b}) + v(set())
+
+
 def permutation_importance(
     f: Callable[[dict], torch.Tensor],
     inputs: Inputs,

@@ -44,7 +44,7 @@ def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, 
     Args:
         image_features: (B, D) L2-normalised image embeddings.
         text_features: (B, D) L2-normalised text embeddings; row i is the caption of image i.
-        logit_scale: the temperature, already exponentiated (open_clip's ``model.logit_scale.exp()``).
+        logit_scale: the inverse temperature 1/τ, already exponentiated (open_clip's ``model.logit_scale.exp()``).
     Returns:
         Scalar: mean of the image->text and text->image cross-entropies over the (B, B) similarity matrix.
     """
@@ -52,6 +52,20 @@ def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, 
     logits_per_image = logit_scale * image_features @ text_features.T  # (B, B)
     labels = torch.arange(image_features.shape[0], device=image_features.device)  # matching pairs on the diagonal
     return (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_image.T, labels)) / 2
+
+
+def siglip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor | float,
+                logit_bias: torch.Tensor | float) -> torch.Tensor:
+    """SigLIP's pairwise sigmoid loss (Zhai et al. 2023): every (image, text) pair is its own binary problem.
+
+    No softmax over the batch: the B diagonal pairs are positives (label +1), the B² − B others negatives (−1), each
+    scored by ``logit_scale * cos + logit_bias`` (SigLIP initialises the scale at 10 and the bias at −10, so the
+    many negatives start near a probability of 0). Summed over pairs, divided by B, as open_clip's ``SigLipLoss``.
+    """
+    _check_features(image_features, text_features)
+    logits = logit_scale * image_features @ text_features.T + logit_bias  # (B, B)
+    labels = 2 * torch.eye(len(logits), device=logits.device, dtype=logits.dtype) - 1  # +1 on the diagonal, −1 elsewhere
+    return -F.logsigmoid(labels * logits).sum() / len(logits)
 
 
 def build_clip(model_cfg: dict, seed: int = 0) -> open_clip.CLIP:

@@ -187,7 +187,7 @@ def tiny_clip_trained(config: TinyClipRecipe, progress: bool = True, eval_every:
     """Notebook 01's model and its training :class:`History`: trained on the page, or loaded whole from the cache.
 
     The history (losses, evaluations, seconds) is stored beside the weights, so a second run shows the same curves;
-    it is None for a model that ``tiny_clip()`` trained and cached without one.
+    it is None only for a model cached without one (by an older version of ``tiny_clip()``).
     """
     trained: dict[str, History] = {}
 
@@ -207,14 +207,25 @@ def tiny_clip_trained(config: TinyClipRecipe, progress: bool = True, eval_every:
     return cached("tiny_clip", clip_recipe(config), build, save, load)
 
 
-def tiny_clip(seed: int = 0, retrain: bool = False, progress: bool = True, device: torch.device | None = None):
+def tiny_clip(seed: int = 0, retrain: bool = False, progress: bool = True, device: torch.device | None = None,
+              recipe: TinyClipRecipe | None = None):
     """The trained tiny CLIP of notebook 01: loaded from the cache, or trained (same recipe, same seed) on ``device``.
 
     Returns ``(model, preprocess, tokenizer)`` through :func:`load_clip`, exactly as a hub checkpoint.
+    ``recipe``: another recipe than notebook 01's (its ``seed`` then wins over ``seed``).
     """
-    config = TinyClipRecipe(seed=seed)
-    return cached("tiny_clip", clip_recipe(config), build=lambda: train_tiny_clip(config, progress=progress, device=device)[0],
-                  save=lambda m, folder: save_clip(m, config.model_cfg, folder),
+    config = recipe or TinyClipRecipe(seed=seed)
+    trained: dict[str, History] = {}
+
+    def build() -> open_clip.CLIP:
+        model, trained["history"] = train_tiny_clip(config, progress=progress, device=device)
+        return model
+
+    def save(model: open_clip.CLIP, folder: Path) -> None:  # with its history: notebook 01 shows the curves from it
+        save_clip(model, config.model_cfg, folder)
+        (folder / "history.json").write_text(trained["history"].to_json())
+
+    return cached("tiny_clip", clip_recipe(config), build=build, save=save,
                   load=lambda folder: load_clip(f"local-dir:{folder}", device=device), retrain=retrain)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -101,6 +102,25 @@ def _alpha_prev(schedule: NoiseSchedule, prev_t: int) -> torch.Tensor:
     return schedule.alphas_cumprod[prev_t] if prev_t >= 0 else torch.tensor(1.0)
 
 
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
+def predicted_x0_and_eps(a_t: torch.Tensor, model_output: torch.Tensor, x_t: torch.Tensor,
+                         prediction_type: str = "epsilon") -> tuple[torch.Tensor, torch.Tensor]:
+    """(x̂_0, ε̂) from what the network predicts, given ᾱ_t and x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε (diffusers' formulas).
+
+    "epsilon": ε (DDPM, SD 1.x); "v_prediction": v = √ᾱ_t ε − √(1-ᾱ_t) x_0 (Salimans & Ho 2022; SD 2.x at 768 px);
+    "sample": x_0 itself.
+    """
+    if prediction_type == "epsilon":
+        return (x_t - (1 - a_t) ** 0.5 * model_output) / a_t**0.5, model_output
+    if prediction_type == "v_prediction":
+        return a_t**0.5 * x_t - (1 - a_t) ** 0.5 * model_output, a_t**0.5 * model_output + (1 - a_t) ** 0.5 * x_t
+    if prediction_type == "sample":
+        return model_output, (x_t - a_t**0.5 * model_output) / (1 - a_t) ** 0.5
+    raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+
+
 def _check_step(schedule: NoiseSchedule, model_output: torch.Tensor, t: int, prev_t: int, x_t: torch.Tensor) -> None:
     """ε shaped like x_t, t a training timestep, -1 <= prev_t < t: else a ValueError naming the argument."""
     if model_output.shape != x_t.shape:
@@ -111,7 +131,8 @@ def _check_step(schedule: NoiseSchedule, model_output: torch.Tensor, t: int, pre
 
 
 def ddpm_step(schedule: NoiseSchedule, model_output: torch.Tensor, t: int, x_t: torch.Tensor,
-              generator: torch.Generator | None = None, prev_t: int | None = None) -> torch.Tensor:
+              generator: torch.Generator | None = None, prev_t: int | None = None,
+              prediction_type: str = "epsilon") -> torch.Tensor:
     """One ancestral DDPM step x_t -> x_{t-1} from the ε-prediction (Ho et al. 2020, eqs. 7 and 11).
 
     x̂_0 = (x_t - √(1-ᾱ_t) ε_θ) / √ᾱ_t;  μ̃ = √ᾱ_prev β_t / (1-ᾱ_t) x̂_0 + √α_t (1-ᾱ_prev) / (1-ᾱ_t) x_t;
@@ -124,6 +145,7 @@ def ddpm_step(schedule: NoiseSchedule, model_output: torch.Tensor, t: int, x_t: 
         x_t: current sample.
         generator: source of z (drawn only when t > 0).
         prev_t: previous timestep (default t - 1; smaller for strided sampling, -1 means ᾱ_prev = 1).
+        prediction_type: what ``model_output`` is: "epsilon", "v_prediction" or "sample" (see predicted_x0_and_eps).
     """
     t = int(t)
     prev_t = t - 1 if prev_t is None else int(prev_t)
@@ -131,7 +153,7 @@ def ddpm_step(schedule: NoiseSchedule, model_output: torch.Tensor, t: int, x_t: 
     a_t = schedule.alphas_cumprod[t]
     a_prev = _alpha_prev(schedule, prev_t)
     beta_t = 1 - a_t / a_prev  # β_t (of the possibly strided step)
-    x0_pred = (x_t - (1 - a_t) ** 0.5 * model_output) / a_t**0.5  # eq. 15 rearranged
+    x0_pred, _ = predicted_x0_and_eps(a_t, model_output, x_t, prediction_type)  # for ε: eq. 15 rearranged
     mean = (a_prev**0.5 * beta_t / (1 - a_t)) * x0_pred + ((1 - beta_t) ** 0.5 * (1 - a_prev) / (1 - a_t)) * x_t
     if t == 0:
         return mean
@@ -140,18 +162,20 @@ def ddpm_step(schedule: NoiseSchedule, model_output: torch.Tensor, t: int, x_t: 
     return mean + variance**0.5 * z.to(x_t.device)
 
 
-def ddim_step(schedule: NoiseSchedule, model_output: torch.Tensor, t: int, prev_t: int, x_t: torch.Tensor) -> torch.Tensor:
+def ddim_step(schedule: NoiseSchedule, model_output: torch.Tensor, t: int, prev_t: int, x_t: torch.Tensor,
+              prediction_type: str = "epsilon") -> torch.Tensor:
     """One deterministic DDIM step (η = 0, Song et al. 2021 eq. 12).
 
     x_prev = √ᾱ_prev x̂_0 + √(1-ᾱ_prev) ε_θ, with x̂_0 = (x_t - √(1-ᾱ_t) ε_θ) / √ᾱ_t; ``prev_t = -1`` means
-    ᾱ_prev = 1. Equal to ``DDIMScheduler(clip_sample=False, set_alpha_to_one=True).step(...).prev_sample``.
+    ᾱ_prev = 1. Equal to ``DDIMScheduler(clip_sample=False, set_alpha_to_one=True).step(...).prev_sample``;
+    ``prediction_type`` as in :func:`ddpm_step`.
     """
     t, prev_t = int(t), int(prev_t)
     _check_step(schedule, model_output, t, prev_t, x_t)
     a_t = schedule.alphas_cumprod[t]
     a_prev = _alpha_prev(schedule, prev_t)
-    x0_pred = (x_t - (1 - a_t) ** 0.5 * model_output) / a_t**0.5  # predicted x_0
-    return a_prev**0.5 * x0_pred + (1 - a_prev) ** 0.5 * model_output  # "direction pointing to x_t" + x_0 term
+    x0_pred, eps = predicted_x0_and_eps(a_t, model_output, x_t, prediction_type)  # x̂_0 and ε̂
+    return a_prev**0.5 * x0_pred + (1 - a_prev) ** 0.5 * eps  # x_0 term + "direction pointing to x_t"
 
 
 def classifier_free_guidance(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
@@ -202,3 +226,34 @@ def sample(
         else:
             x_t = ddim_step(schedule, eps, t, prev_t, x_t)
     return x_t
+
+
+def flow_matching_sigmas(num_inference_steps: int, num_train_timesteps: int = 1000, shift: float = 1.0) -> torch.Tensor:
+    """σ_1 > ... > σ_N, then 0: the noise levels of a rectified-flow sampler, as diffusers'
+    ``FlowMatchEulerDiscreteScheduler(num_train_timesteps, shift).set_timesteps(num_inference_steps).sigmas``.
+
+    Rectified flow (SD3) puts x_σ = (1 − σ) x_0 + σ ε on a straight line from data (σ = 0) to noise (σ = 1); ``shift``
+    > 1 spends more steps at high noise (SD3 uses 3.0). The timestep the network is told is σ · num_train_timesteps.
+    """
+    if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+        raise ValueError(f"num_inference_steps must be a positive int, got {num_inference_steps!r}")
+    if shift <= 0:
+        raise ValueError(f"shift must be > 0, got {shift}")
+    T = num_train_timesteps
+    train = torch.from_numpy(np.linspace(1, T, T, dtype=np.float32)[::-1].copy()) / T  # the training levels
+    train = shift * train / (1 + (shift - 1) * train)
+    sigmas = np.linspace(train[0].item() * T, train[-1].item() * T, num_inference_steps) / T
+    sigmas = shift * sigmas / (1 + (shift - 1) * sigmas)
+    return torch.cat([torch.from_numpy(sigmas).to(torch.float32), torch.zeros(1)])
+
+
+def flow_matching_step(model_output: torch.Tensor, sigma: float | torch.Tensor, sigma_next: float | torch.Tensor,
+                       x_t: torch.Tensor) -> torch.Tensor:
+    """One Euler step along the predicted velocity v = ε − x_0: x_next = x_σ + (σ_next − σ) v.
+
+    Equal to ``FlowMatchEulerDiscreteScheduler.step(model_output, t, x_t).prev_sample`` (its default, deterministic).
+    """
+    if model_output.shape != x_t.shape:
+        raise ValueError(f"model_output must be shaped like x_t {tuple(x_t.shape)}, got {tuple(model_output.shape)}")
+    dt = torch.as_tensor(sigma_next, dtype=torch.float32) - torch.as_tensor(sigma, dtype=torch.float32)  # < 0
+    return (x_t.float() + dt.to(x_t.device) * model_output).to(model_output.dtype)

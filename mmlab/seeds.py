@@ -75,7 +75,8 @@ def run_study(path: Path, seeds: list[int], timeout: int = 3600, progress: bool 
     Rows of seeds not in ``seeds`` are kept from the stored table (each row says when it ran), so ``--seeds 4`` adds a
     seed to a study. ``inplace``: when seed 0 passes, its executed notebook is stored back into ``path`` (as
     ``mmlab run --inplace`` would: seed 0 is the default) once the study is done, with the output of its
-    ``seeds.show`` cell refreshed from the finished table — that cell only prints the stored file.
+    ``seeds.show`` cell refreshed from the finished table — that cell only prints the stored file; when seed 0 was
+    not in this run, only that cell's output is refreshed in the stored notebook.
     """
     from mmlab.cli import execute  # here, not at the top: mmlab.cli imports this module's functions lazily too
 
@@ -105,6 +106,11 @@ def run_study(path: Path, seeds: list[int], timeout: int = 3600, progress: bool 
         _refresh_table_cells(seed0_nb, path.stem, path.parent)
         write_atomic(path, (nbformat.writes(seed0_nb) + "\n").encode())
         print(f"    stored seed 0's executed run in {path.name}", flush=True)
+    elif inplace:  # seed 0 not re-run: the committed run stays, its table cell shows the finished table
+        stored_nb = nbformat.read(path, as_version=4)
+        if _refresh_table_cells(stored_nb, path.stem, path.parent):
+            write_atomic(path, (nbformat.writes(stored_nb) + "\n").encode())
+            print(f"    refreshed the seed table shown in {path.name}", flush=True)
     return study
 
 

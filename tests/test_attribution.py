@@ -9,6 +9,7 @@ import torch
 from mmlab.attribution import (
     integrated_gradients,
     modality_ablation,
+    modality_interaction,
     modality_shapley,
     modality_share,
     permutation_importance,
@@ -128,3 +129,31 @@ def test_errors():
         permutation_importance(_f2, x, torch.zeros(3), lambda p, t: 0.0)
     with pytest.raises(TypeError, match="non-empty dict"):
         modality_shapley(_f2, {}, {})
+
+
+def test_interaction_closed_forms():
+    torch.manual_seed(1)
+    x = {"image": torch.randn(6, 4), "text": torch.randn(6, 3)}
+    base = {"image": torch.randn(4), "text": torch.randn(3)}
+    a, b = x["image"].mean(1), x["text"].mean(1)
+    a0, b0 = base["image"].mean(), base["text"].mean()
+    # f = 2a + 3b + 4ab: the interaction is 4 (a - a0)(b - b0); an additive f has none
+    torch.testing.assert_close(modality_interaction(_f2, x, base), 4 * (a - a0) * (b - b0))
+    additive = modality_interaction(lambda d: 2 * d["image"].mean(1) - d["text"].mean(1), x, base)
+    torch.testing.assert_close(additive, torch.zeros(6), atol=1e-6, rtol=0)
+    # redundancy: f = "either modality is on" (a max) with both on and a zero baseline gives I = -1
+    on = {"image": torch.ones(2, 1), "text": torch.ones(2, 1)}
+    off = {"image": torch.zeros(1), "text": torch.zeros(1)}
+    either = modality_interaction(lambda d: torch.maximum(d["image"], d["text"])[:, 0], on, off)
+    torch.testing.assert_close(either, -torch.ones(2))
+    # Shapley gives each player half of it: phi_a = v(a) - v(empty) + I/2
+    phi = modality_shapley(_f2, x, base)
+    va = _f2({"image": x["image"], "text": base["text"].expand(6, -1)})
+    v0 = _f2({k: v.expand(6, -1) for k, v in base.items()})
+    torch.testing.assert_close(phi["image"], va - v0 + modality_interaction(_f2, x, base) / 2)
+
+
+def test_interaction_needs_two_modalities():
+    x = {"a": torch.zeros(2, 1), "b": torch.zeros(2, 1), "c": torch.zeros(2, 1)}
+    with pytest.raises(ValueError, match="exactly two"):
+        modality_interaction(lambda d: d["a"][:, 0], x, {k: torch.zeros(1) for k in x})

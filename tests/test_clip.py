@@ -1,6 +1,6 @@
 import pytest
 import torch
-from open_clip.loss import ClipLoss
+from open_clip.loss import ClipLoss, SigLipLoss
 
 from mmlab.clip import (
     MemoTokenizer,
@@ -10,6 +10,7 @@ from mmlab.clip import (
     load_clip,
     pair_classnames,
     save_clip,
+    siglip_loss,
     tokenizer_for,
     train_tiny_clip,
     zero_shot_classifier,
@@ -125,3 +126,25 @@ def test_tiny_clip_trained_caches_model_and_history(tmp_path, monkeypatch):
     assert history2.to_json() == history.to_json()  # the same losses, evaluations and recorded time
     for (name, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_tiny_clip_keeps_the_history_for_notebook_01(tmp_path, monkeypatch):
+    """Whichever notebook trains the tiny CLIP first, notebook 01 later shows its training curves from the cache."""
+    from mmlab.clip import tiny_clip, tiny_clip_trained
+
+    monkeypatch.setenv("MMLAB_CACHE", str(tmp_path))
+    recipe = TinyClipRecipe(num_steps=3, seed=6)
+    tiny_clip(progress=False, recipe=recipe)
+    _, history = tiny_clip_trained(recipe, progress=False)
+    assert history is not None and len(history.losses) == 3
+
+
+@pytest.mark.parametrize("batch_size", [1, 4, 18])
+def test_siglip_loss_equals_open_clip(batch_size):
+    g = torch.Generator().manual_seed(batch_size)
+    image = torch.nn.functional.normalize(torch.randn(batch_size, 16, generator=g), dim=-1)
+    text = torch.nn.functional.normalize(torch.randn(batch_size, 16, generator=g), dim=-1)
+    scale, bias = torch.tensor(10.0), torch.tensor(-10.0)
+    torch.testing.assert_close(siglip_loss(image, text, scale, bias), SigLipLoss()(image, text, scale, bias))
+    with pytest.raises(ValueError):
+        siglip_loss(image, text[:, :8], scale, bias)

@@ -2,9 +2,18 @@ import time
 
 import pytest
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler
+from diffusers import DDIMScheduler, DDPMScheduler, FlowMatchEulerDiscreteScheduler
 
-from mmlab.ddpm import NoiseSchedule, classifier_free_guidance, ddim_step, ddpm_step, sample
+from mmlab.ddpm import (
+    NoiseSchedule,
+    classifier_free_guidance,
+    ddim_step,
+    ddpm_step,
+    flow_matching_sigmas,
+    flow_matching_step,
+    predicted_x0_and_eps,
+    sample,
+)
 
 SCHEDULES = ["linear", "squaredcos_cap_v2", "scaled_linear"]
 
@@ -140,3 +149,61 @@ def test_guidance_and_errors():
         sample(lambda x, t: x, (1, 1), s, 10, guidance_scale=2.0)
     with pytest.raises(ValueError, match="num_inference_steps must be"):
         s.timesteps(0)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+@pytest.mark.parametrize("t", [0, 1, 500, 999])
+def test_steps_equal_diffusers_for_every_prediction_type(prediction_type, t):
+    ours, ref = _pair("linear", prediction_type=prediction_type)
+    g = torch.Generator().manual_seed(t + 11)
+    x_t, out = torch.randn(2, 3, 8, 8, generator=g), torch.randn(2, 3, 8, 8, generator=g)
+    a = ddpm_step(ours, out, t, x_t, generator=torch.Generator().manual_seed(3), prediction_type=prediction_type)
+    b = ref.step(out, t, x_t, generator=torch.Generator().manual_seed(3)).prev_sample
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    _, ref_ddim = _pair("linear", DDIMScheduler, set_alpha_to_one=True, prediction_type=prediction_type)
+    ref_ddim.set_timesteps(50)
+    t_grid = {0: 0, 1: 20, 500: 500, 999: 980}[t]  # DDIM's 50-step grid: 980, 960, ..., 0
+    prev_t = t_grid - 20 if t_grid >= 20 else -1
+    torch.testing.assert_close(ddim_step(ours, out, t_grid, prev_t, x_t, prediction_type=prediction_type),
+                               ref_ddim.step(out, t_grid, x_t).prev_sample, rtol=1e-5, atol=1e-5)
+
+
+def test_prediction_types_agree_on_the_same_truth():
+    ours = NoiseSchedule(1000, "linear")
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(3, 2, generator=g), torch.randn(3, 2, generator=g)
+    a = ours.alphas_cumprod[300]
+    x_t = ours.q_sample(x0, 300, eps)
+    v = a**0.5 * eps - (1 - a) ** 0.5 * x0
+    for kind, out in (("epsilon", eps), ("v_prediction", v), ("sample", x0)):
+        x0_hat, eps_hat = predicted_x0_and_eps(a, out, x_t, kind)
+        torch.testing.assert_close(x0_hat, x0, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(eps_hat, eps, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="prediction_type"):
+        predicted_x0_and_eps(a, eps, x_t, "velocity")
+
+
+@pytest.mark.parametrize("shift", [1.0, 3.0])
+@pytest.mark.parametrize("steps", [1, 10, 28])
+def test_flow_matching_equals_diffusers(shift, steps):
+    ref = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
+    ref.set_timesteps(steps)
+    sigmas = flow_matching_sigmas(steps, shift=shift)
+    assert torch.equal(sigmas, ref.sigmas)
+    g = torch.Generator().manual_seed(steps)
+    x = torch.randn(2, 1, 8, 8, generator=g)
+    ours = x.clone()
+    for i, t in enumerate(ref.timesteps):
+        v = torch.randn(2, 1, 8, 8, generator=g)
+        x = ref.step(v, t, x).prev_sample
+        ours = flow_matching_step(v, sigmas[i], sigmas[i + 1], ours)
+    assert torch.equal(ours, x)
+
+
+def test_flow_matching_errors():
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        flow_matching_sigmas(0)
+    with pytest.raises(ValueError, match="shift"):
+        flow_matching_sigmas(10, shift=0.0)
+    with pytest.raises(ValueError, match="model_output"):
+        flow_matching_step(torch.zeros(2, 3), 1.0, 0.5, torch.zeros(3, 2))
