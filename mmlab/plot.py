@@ -104,3 +104,36 @@ def training_curves(history: History, metrics: Sequence[str] = (), title: str | 
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def diagram(boxes: Mapping[str, tuple[float, float, str]], arrows: Sequence[tuple[str, str, str]] = (),
+            title: str | None = None, size: tuple[float, float] = (9.0, 3.0), frozen: Sequence[str] = ()) -> plt.Figure:
+    """An architecture diagram: named boxes at (x, y) in [0, 1]² with their text, and labelled arrows between them.
+
+    ``arrows``: (from box, to box, label); ``frozen``: boxes drawn grey (frozen weights). Returns the figure.
+    """
+    unknown = [name for a, b, _ in arrows for name in (a, b) if name not in boxes]
+    if unknown:
+        raise ValueError(f"arrows name boxes that do not exist: {sorted(set(unknown))}")
+    fig, ax = plt.subplots(figsize=size)
+    ax.set_xlim(0, 1), ax.set_ylim(0, 1), ax.axis("off")
+    artists = {}
+    for name, (x, y, text) in boxes.items():
+        face = "#dddddd" if name in frozen else "#dbe9f6"
+        artists[name] = ax.text(x, y, text, ha="center", va="center", fontsize=8, zorder=3,
+                                bbox={"boxstyle": "round,pad=0.4", "facecolor": face, "edgecolor": "#555555"})
+    fig.canvas.draw()  # the boxes' sizes, so that arrows end at their edges
+    for a, b, label in arrows:
+        (xa, ya, _), (xb, yb, _) = boxes[a], boxes[b]
+        back = xa > xb and abs(ya - yb) < 0.05  # a step back along a row (a loop): curve it below the row
+        ax.annotate("", xy=(xb, yb), xytext=(xa, ya), zorder=2,
+                    arrowprops={"arrowstyle": "-|>", "color": "#333333", "shrinkA": 2, "shrinkB": 2,
+                                "patchA": artists[a].get_bbox_patch(), "patchB": artists[b].get_bbox_patch(),
+                                "connectionstyle": "arc3,rad=-0.5" if back else "arc3"})
+        if label:
+            ax.text((xa + xb) / 2, (ya + yb) / 2 + (-0.2 if back else 0.04), label, ha="center",
+                    va="top" if back else "bottom", fontsize=7, color="#333333")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig

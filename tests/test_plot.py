@@ -36,3 +36,13 @@ def test_bad_input():
         plot.image_grid(torch.rand(2, 8, 8))
     with pytest.raises(ValueError, match="at least one entry"):
         plot.bar({})
+
+
+def test_diagram_draws_boxes_and_refuses_unknown_arrows():
+    fig = plot.diagram({"a": (0.2, 0.5, "A"), "b": (0.8, 0.5, "B")}, [("a", "b", "to b"), ("b", "a", "back")], title="t",
+                        frozen=("b",))
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert {"A", "B", "to b", "back"} <= set(texts)
+    matplotlib.pyplot.close(fig)
+    with pytest.raises(ValueError, match="do not exist"):
+        plot.diagram({"a": (0.5, 0.5, "A")}, [("a", "c", "")])
