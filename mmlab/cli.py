@@ -48,6 +48,8 @@ def find_notebooks(directory: Path, names: list[str]) -> list[Path]:
     if not directory.is_dir():
         raise SystemExit(f"mmlab: notebooks directory {directory} does not exist")
     all_nbs = sorted(p for p in directory.glob("*.ipynb") if not p.name.startswith("."))
+    if not all_nbs:
+        raise SystemExit(f"mmlab: no notebooks (*.ipynb) in {directory}; pass --dir with the notebooks folder")
     if not names:
         return all_nbs
     chosen = []
@@ -183,7 +185,12 @@ def run(names: list[str], build: Path, inplace: bool = False, timeout: int = 180
         directory: Path | None = None, progress: bool = True, env: dict[str, str] | None = None) -> int:
     """Execute notebooks; write HTML and the index into ``build``; return the exit code (0 = all ok)."""
     paths = find_notebooks(directory or notebooks_dir(), names)
-    build.mkdir(parents=True, exist_ok=True)
+    try:
+        build.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=build, prefix=".mmlab-write-test-")
+        probe.close()
+    except OSError as exc:
+        raise SystemExit(f"mmlab: cannot write the book to --build {build}: {exc.strerror or exc}") from None
     results, questions = [], {}
     interrupted = False
     for i, path in enumerate(paths, 1):

@@ -39,16 +39,17 @@ def summarise(rows: list[dict]) -> dict[str, dict[str, float]]:
 
 
 def format_table(study: dict) -> str:
-    """The seed table as text: one row per figure, one column per seed, then mean and min."""
+    """The seed table as text: one row per figure, one column per seed, then mean, min and max (the worst case of a
+    lower bar is the min, of an upper bar such as an error the max)."""
     rows = study["rows"]
     seeds = [r["seed"] for r in rows]
     runs = sorted({r.get("when", study["when"]) for r in rows})
-    when = runs[0] if len(runs) == 1 else f"{runs[0]} to {runs[-1]} (seeds run separately)"
+    when = runs[0] if len(runs) == 1 else f"{runs[0]} to {runs[-1]}"
     lines = [f"seed study of {study['notebook']}: run {when} on {study['machine']}, {study['threads']} threads",
-             f"{'figure (its bar)':<58}" + "".join(f"{'s' + str(s):>7}" for s in seeds) + f"{'mean':>7}{'min':>7}"]
+             f"{'figure (its bar)':<58}" + "".join(f"{'s' + str(s):>7}" for s in seeds) + f"{'mean':>7}{'min':>7}{'max':>7}"]
     for name, agg in study["summary"].items():
         cells = "".join(f"{r['bars'][name]:>7.3f}" if r.get("bars") and name in r["bars"] else f"{'-':>7}" for r in rows)
-        lines.append(f"{name[:57]:<58}{cells}{agg['mean']:>7.3f}{agg['min']:>7.3f}")
+        lines.append(f"{name[:57]:<58}{cells}{agg['mean']:>7.3f}{agg['min']:>7.3f}{agg['max']:>7.3f}")
     lines.append(f"{'notebook passed':<58}" + "".join(f"{'yes' if r['status'] == 'ok' else 'NO':>7}" for r in rows))
     for r in rows:
         if r["status"] != "ok":

@@ -58,6 +58,17 @@ def test_unknown_name(nbdir):
         cli.main(["run", "nope", "--dir", str(nbdir)])
 
 
+def test_empty_folder_and_unwritable_build_are_one_line_errors(nbdir, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SystemExit, match="no notebooks"):
+        cli.main(["list", "--dir", str(empty)])
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(SystemExit, match="cannot write the book to --build"):
+        cli.main(["run", "01", "--dir", str(nbdir), "--build", str(blocker / "book"), "--no-progress"])
+
+
 def _wait_for(path, proc, seconds=120):
     deadline = time.time() + seconds
     while not path.exists():
