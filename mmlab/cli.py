@@ -1,46 +1,38 @@
 """The ``mmlab`` command: list the notebooks, execute them headless and write the HTML book.
 
     mmlab list                  # each notebook with the question it answers
-    mmlab run [NAME ...]        # execute (all or the named) notebooks, write build/*.html + build/index.html
+    mmlab run [NAME ...]        # execute (all or the named) notebooks, write the HTML book into book/
     mmlab run --inplace 01      # also store the executed outputs back into notebooks/ (maintainers)
+    mmlab book                  # the HTML book from the notebooks' stored outputs (executes nothing)
+    mmlab copy DIR              # editable copies of the notebooks, e.g. beside a pip-installed mmlab
+    mmlab seeds 01 | bench | doctor | cache
 """
 
 from __future__ import annotations
 
 import argparse
-import html
 import json
-import os
-import re
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import nbformat
 
+from mmlab import book, stamp
+from mmlab.runner import RunResult, execute, store
 from mmlab.runtime import write_atomic
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-@dataclass
-class RunResult:
-    """Outcome of executing one notebook."""
-
-    name: str
-    status: str  # "ok" or "failed"
-    seconds: float
-    peak_mb: float | None
-    error: str = ""
-    report: dict | None = None  # the notebook's asserted figures and training seconds (mmlab.runtime.report)
 
 
 def notebooks_dir() -> Path:
-    """``./notebooks`` when run from a checkout, else the one beside the installed package."""
-    here = Path.cwd() / "notebooks"
-    return here if here.is_dir() else Path(__file__).resolve().parent.parent / "notebooks"
+    """``./notebooks`` when run from a clone, else the clone's this package was installed from (editable), else the
+    copies a wheel carries (``mmlab/notebooks``)."""
+    package = Path(__file__).resolve().parent
+    for candidate in (Path.cwd() / "notebooks", package.parent / "notebooks", package / "notebooks"):
+        if candidate.is_dir() and any(candidate.glob("*.ipynb")):
+            return candidate
+    return package / "notebooks"
 
 
 def find_notebooks(directory: Path, names: list[str]) -> list[Path]:
@@ -74,85 +66,6 @@ def question(path: Path) -> str:
     return ""
 
 
-def _peak_rss_mb(pid: int | None) -> float | None:
-    """Peak resident memory (VmHWM) of a Linux process in MB, or None where /proc is unavailable."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except (OSError, ValueError, TypeError):
-        return None
-    return None
-
-
-def execute(path: Path, timeout: int = 1800, progress: bool = True,
-            env: dict[str, str] | None = None) -> tuple[nbformat.NotebookNode, RunResult]:
-    """Execute one notebook top to bottom in a fresh kernel (cwd = its folder); ``env`` adds kernel variables.
-
-    The kernel's ``MMLAB_REPORT`` file (see ``mmlab.runtime.report``) is read back into ``RunResult.report``.
-    """
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
-    from tqdm import tqdm
-
-    nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
-    n_code = sum(c.cell_type == "code" for c in nb.cells)
-    bar = tqdm(total=n_code, desc=path.stem, unit="cell", disable=not progress, leave=True)
-    state: dict = {"cell": None, "peak": None}
-
-    def on_start(cell, cell_index, **_):
-        state["cell"] = cell_index
-
-    def on_executed(cell, cell_index, **_):
-        pid = getattr(getattr(client.km, "provisioner", None), "pid", None)
-        peak = _peak_rss_mb(pid)
-        if peak is not None:
-            state["peak"] = max(state["peak"] or 0.0, peak)
-        bar.update(1)
-
-    client.on_cell_start = on_start
-    client.on_cell_executed = on_executed
-    report_fd, report_path = tempfile.mkstemp(prefix="mmlab-report-", suffix=".json")
-    os.close(report_fd)
-    os.remove(report_path)  # the notebook writes it (atomically) if it reaches its claims cell
-    kernel_env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}  # the kernel draws inline figures
-    kernel_env.update(env or {})
-    kernel_env["MMLAB_REPORT"] = report_path
-    t0 = time.perf_counter()
-    try:
-        client.execute(env=kernel_env)
-        result = RunResult(path.stem, "ok", time.perf_counter() - t0, state["peak"])
-    except CellExecutionError as exc:
-        first = _ANSI.sub("", str(exc)).strip().splitlines()
-        summary = next((line for line in reversed(first) if line.strip()), "error")
-        result = RunResult(path.stem, "failed", time.perf_counter() - t0, state["peak"],
-                           f"cell {state['cell']}: {summary}")
-    except Exception as exc:  # noqa: BLE001 - a dead kernel or a timeout fails this notebook, not the run
-        result = RunResult(path.stem, "failed", time.perf_counter() - t0, state["peak"],
-                           f"cell {state['cell']}: {type(exc).__name__}: {exc}")
-    finally:
-        bar.close()
-    if getattr(client, "_async_cleanup_kernel_future", None) is not None:  # nbclient saw SIGINT/SIGTERM, killed the kernel
-        Path(report_path).unlink(missing_ok=True)
-        raise KeyboardInterrupt
-    try:
-        result.report = json.loads(Path(report_path).read_text())
-    except (OSError, ValueError):
-        result.report = None
-    finally:
-        Path(report_path).unlink(missing_ok=True)
-    return nb, result
-
-
-def write_html(nb: nbformat.NotebookNode, target: Path) -> None:
-    """Render an executed notebook to a standalone HTML page."""
-    from nbconvert import HTMLExporter
-
-    body, _ = HTMLExporter().from_notebook_node(nb)
-    target.write_text(body, encoding="utf-8")
-
-
 def write_constraints(target: Path) -> None:
     """The exact versions behind the committed outputs: every installed distribution but mmlab, as pip constraints."""
     from importlib.metadata import distributions
@@ -163,67 +76,103 @@ def write_constraints(target: Path) -> None:
     write_atomic(target, (header + "\n".join(pins) + "\n").encode())
 
 
-def write_index(results: list[RunResult], questions: dict[str, str], build: Path) -> None:
-    """``build/index.html`` (links, status, seconds, peak memory) and ``build/summary.json``."""
-    rows = "\n".join(
-        f"<tr><td><a href='{html.escape(r.name)}.html'>{html.escape(r.name)}</a></td>"
-        f"<td>{html.escape(questions.get(r.name, ''))}</td><td>{r.status}</td><td>{r.seconds:.0f}</td>"
-        f"<td>{'' if r.peak_mb is None else f'{r.peak_mb:.0f}'}</td><td>{html.escape(r.error)}</td></tr>"
-        for r in results
-    )
-    page = (
-        "<!doctype html><meta charset='utf-8'><title>mmlab</title>"
-        "<h1>mmlab: multimodal interview questions, run for real</h1>"
-        "<table border=1 cellpadding=4><tr><th>notebook</th><th>question</th><th>status</th>"
-        f"<th>seconds</th><th>peak MB</th><th>error</th></tr>\n{rows}\n</table>"
-    )
-    (build / "index.html").write_text(page, encoding="utf-8")
-    (build / "summary.json").write_text(json.dumps([asdict(r) for r in results], indent=1), encoding="utf-8")
+def _previous_summary(folder: Path) -> dict[str, dict]:
+    try:
+        return {r["name"]: r for r in json.loads((folder / "summary.json").read_text())}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def _row(r: RunResult) -> dict:
+    return {"status": r.status, "seconds": r.seconds, "peak_mb": r.peak_mb, "error": r.error.splitlines()[0] if r.error else "",
+            "when": time.strftime("%Y-%m-%d %H:%M")}
 
 
 def run(names: list[str], build: Path, inplace: bool = False, timeout: int = 1800,
         directory: Path | None = None, progress: bool = True, env: dict[str, str] | None = None) -> int:
-    """Execute notebooks; write HTML and the index into ``build``; return the exit code (0 = all ok)."""
-    paths = find_notebooks(directory or notebooks_dir(), names)
+    """Execute notebooks; write their pages, the index and ``summary.json`` into ``build``; return the exit code."""
+    folder = directory or notebooks_dir()
+    everything = find_notebooks(folder, [])
+    paths = find_notebooks(folder, names)
     try:
         build.mkdir(parents=True, exist_ok=True)
         probe = tempfile.NamedTemporaryFile(dir=build, prefix=".mmlab-write-test-")
         probe.close()
     except OSError as exc:
-        raise SystemExit(f"mmlab: cannot write the book to --build {build}: {exc.strerror or exc}") from None
-    results, questions = [], {}
+        raise SystemExit(f"mmlab: cannot write the book to --book {build}: {exc.strerror or exc}") from None
+    pages = [book.page_of(nbformat.read(p, as_version=4), p.stem) for p in everything]
+    before = _previous_summary(build)
+    book.install_assets(build)
+    results: list[RunResult] = []
     interrupted = False
     for i, path in enumerate(paths, 1):
-        print(f"[{i}/{len(paths)}] {path.name}", flush=True)
-        questions[path.stem] = question(path)
+        last = before.get(path.stem, {})
+        expected = last.get("seconds") if last.get("status") == "ok" else None
+        print(f"[{i}/{len(paths)}] {path.name}" + (f" (last run: {expected:.0f} s)" if expected else ""), flush=True)
         try:
-            nb, result = execute(path, timeout=timeout, progress=progress, env=env)
+            nb, result = execute(path, timeout=timeout, progress=progress, env=env, expected=expected)
         except KeyboardInterrupt:
             interrupted = True
             results += [RunResult(p.stem, "interrupted", 0.0, None, "not finished: the run was interrupted")
                         for p in paths[i - 1:]]
-            questions.update({p.stem: question(p) for p in paths[i - 1:]})
             break
-        write_html(nb, build / f"{path.stem}.html")
+        book.write_page(book.final_text_outputs(nb), pages, everything.index(path), build)
         if inplace and result.status == "ok":  # whole or not at all: the reader's notebook is never half-written
-            write_atomic(path, (nbformat.writes(nb) + "\n").encode())
+            store(path, nb, result)
         peak = "" if result.peak_mb is None else f", peak {result.peak_mb:.0f} MB"
-        print(f"    {result.status} in {result.seconds:.1f} s{peak} {result.error}", flush=True)
+        print(f"    {result.status} in {result.seconds:.1f} s{peak}", flush=True)
+        if result.error:
+            print(f"FAILED: {path.name}, {result.error}", file=sys.stderr, flush=True)
         results.append(result)
-    write_index(results, questions, build)
+    rows = {**before, **{r.name: _row(r) for r in results}}
+    summary = [asdict(r) for r in results]  # this run only: `mmlab bench` sums it
+    write_atomic(build / "summary.json", json.dumps(summary, indent=1).encode())
+    book.write_index(pages, rows, build)
     if inplace and not interrupted and results and all(r.status == "ok" for r in results):
         write_constraints(paths[0].parent / "constraints.txt")
-    print(f"{'notebook':<28} {'status':<7} {'seconds':>8} {'peak MB':>8}")
+    print(f"{'notebook':<28} {'status':<11} {'seconds':>8} {'peak MB':>8}")
     for r in results:
-        print(f"{r.name:<28} {r.status:<7} {r.seconds:>8.1f} {'' if r.peak_mb is None else f'{r.peak_mb:.0f}':>8}")
+        print(f"{r.name:<28} {r.status:<11} {r.seconds:>8.1f} {'' if r.peak_mb is None else f'{r.peak_mb:.0f}':>8}")
     print(f"HTML book: {build / 'index.html'}")
-    failed = [r for r in results if r.status != "ok"]
-    for r in failed:
-        print(f"{r.status.upper()}: {r.name}.ipynb {r.error}", file=sys.stderr)
+    for r in results:
+        if r.status != "ok":
+            print(f"{r.status.upper()}: {r.name}.ipynb {r.error}", file=sys.stderr)
     if interrupted:
         print("mmlab: interrupted; the kernel was stopped and no notebook was changed by the unfinished run", file=sys.stderr)
         return 130
-    return 1 if failed else 0
+    return 1 if any(r.status != "ok" for r in results) else 0
+
+
+def write_book(build: Path, directory: Path | None = None) -> int:
+    """The book from the notebooks' stored outputs, executing nothing (status and time from their stamps)."""
+    paths = find_notebooks(directory or notebooks_dir(), [])
+    notebooks = [(p, nbformat.read(p, as_version=4)) for p in paths]
+    rows = {}
+    for p, nb in notebooks:
+        run_facts = nb.metadata.get("mmlab", {})
+        reasons = stamp.stale(nb)
+        rows[p.stem] = {"status": "stale" if reasons else "stored", "seconds": run_facts.get("seconds"),
+                        "peak_mb": run_facts.get("peak_mb"), "when": run_facts.get("when", ""),
+                        "error": "; ".join(reasons)}
+    index = book.build(notebooks, build, rows)
+    print(f"HTML book (stored outputs, nothing executed): {index}")
+    return 0
+
+
+def copy_notebooks(target: Path, force: bool = False, directory: Path | None = None) -> int:
+    """Editable copies of the notebooks (and their seed tables) in ``target``; existing files only with ``force``."""
+    source = directory or notebooks_dir()
+    files = find_notebooks(source, []) + sorted((source / "seeds").glob("*.json"))
+    clashes = [target / f.relative_to(source) for f in files if (target / f.relative_to(source)).exists()]
+    if clashes and not force:
+        raise SystemExit(f"mmlab: {len(clashes)} files already exist in {target} (e.g. {clashes[0].name}); "
+                         "pass --force to overwrite them")
+    for f in files:
+        dest = target / f.relative_to(source)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(dest, f.read_bytes())
+    print(f"copied {len(files)} files to {target}: jupyter lab {target}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -233,13 +182,22 @@ def main(argv: list[str] | None = None) -> int:
     p_list.add_argument("--dir", type=Path, default=None, help="notebooks folder (default: ./notebooks)")
     p_run = sub.add_parser("run", help="execute notebooks headless and write the HTML book")
     p_run.add_argument("names", nargs="*", help="notebooks to run (file name, stem or prefix such as 01); default all")
-    p_run.add_argument("--build", type=Path, default=Path("build"), help="output folder (default: build)")
+    p_run.add_argument("--book", "--build", dest="build", type=Path, default=book.BOOK_DIR,
+                       help=f"the HTML book's folder (default: {book.BOOK_DIR})")
     p_run.add_argument("--inplace", action="store_true", help="store executed outputs back into the notebooks")
     p_run.add_argument("--timeout", type=int, default=1800, help="seconds allowed per cell (default 1800)")
     p_run.add_argument("--dir", type=Path, default=None, help="notebooks folder (default: ./notebooks)")
     p_run.add_argument("--no-progress", action="store_true", help="no progress bars")
     p_run.add_argument("--seed", type=int, default=None, help="MMLAB_SEED for the notebooks (default 0)")
     p_run.add_argument("--pretrained", action="store_true", help="MMLAB_PRETRAINED=1: also load real checkpoints if the hub answers")
+    p_book = sub.add_parser("book", help="write the HTML book from the notebooks' stored outputs (executes nothing)")
+    p_book.add_argument("--book", "--build", dest="build", type=Path, default=book.BOOK_DIR,
+                        help=f"the HTML book's folder (default: {book.BOOK_DIR})")
+    p_book.add_argument("--dir", type=Path, default=None, help="notebooks folder (default: ./notebooks)")
+    p_copy = sub.add_parser("copy", help="copy the notebooks (and their seed tables) into DIR to open and edit them")
+    p_copy.add_argument("target", type=Path, metavar="DIR")
+    p_copy.add_argument("--force", action="store_true", help="overwrite files that already exist in DIR")
+    p_copy.add_argument("--dir", type=Path, default=None, help="notebooks folder (default: the installed ones)")
     p_seeds = sub.add_parser("seeds", help="run notebooks once per seed and store their seed tables in notebooks/seeds/")
     p_seeds.add_argument("names", nargs="+", help="notebooks (file name, stem or prefix such as 01)")
     p_seeds.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds (default 0 1 2 3 4)")
@@ -248,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     p_seeds.add_argument("--inplace", action="store_true",
                          help="store seed 0's executed run back into the notebook (its seed table refreshed at the end)")
     p_bench = sub.add_parser("bench", help="time budgets: measured / budget, exit 1 when one is missed")
-    p_bench.add_argument("--summary", type=Path, default=None, help="summary.json of a `mmlab run` (default: <build>/summary.json)")
+    p_bench.add_argument("--summary", type=Path, default=None,
+                         help=f"summary.json of a `mmlab run` (default: {book.BOOK_DIR}/summary.json)")
     p_bench.add_argument("--no-micro", action="store_true", help="only the notebooks' recorded times")
     sub.add_parser("doctor", help="versions, device, threads, cache, and what the pretrained switch would decide")
     p_cache = sub.add_parser("cache", help="list the cached trained models (and --clear them)")
@@ -261,7 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench":
         from mmlab.bench import main as bench
 
-        return bench(args.summary or Path("build") / "summary.json", micro=not args.no_micro)
+        return bench(args.summary or book.BOOK_DIR / "summary.json", micro=not args.no_micro)
+    if args.command == "book":
+        return write_book(args.build, args.dir)
+    if args.command == "copy":
+        return copy_notebooks(args.target, force=args.force, directory=args.dir)
     if args.command == "seeds":
         from mmlab.seeds import format_table, run_study
 

@@ -38,8 +38,11 @@ def doctor() -> int:
     usage = shutil.disk_usage(folder)
     print(f"cache: {folder} — {len(entries)} artefacts, {sum(e[1] for e in entries) / 1e6:.0f} MB; "
           f"{usage.free / 1e9:.0f} GB free (MMLAB_CACHE overrides; `mmlab cache --clear` empties it)")
-    ok, why = runtime.pretrained_decision(timeout=3.0)
-    print(f"pretrained path: {why}")
+    hub = runtime.hub_url()
+    answers = runtime.online(hub, timeout=2.5)
+    print(f"hub: {hub} {'answers' if answers else 'does not answer (within 2.5 s, or HF_HUB_OFFLINE is set)'}")
+    ok, why = runtime.pretrained_decision(timeout=2.5)
+    print(f"pretrained path (use_pretrained): {'taken' if ok else 'not taken'} — {why}")
     extras = [p for p in PRETRAINED_EXTRAS if importlib.util.find_spec(p) is None]
     print("for the pretrained path: " + ("all installed" if not extras else
                                          f"missing {', '.join(extras)} (pip install -e '.[pretrained]')"))

@@ -79,7 +79,7 @@ def run_study(path: Path, seeds: list[int], timeout: int = 3600, progress: bool 
     ``seeds.show`` cell refreshed from the finished table — that cell only prints the stored file; when seed 0 was
     not in this run, only that cell's output is refreshed in the stored notebook.
     """
-    from mmlab.cli import execute  # here, not at the top: mmlab.cli imports this module's functions lazily too
+    from mmlab.runner import execute, store  # here: the notebooks import this module only for `show`
 
     target = study_path(path.parent, path.stem)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -91,7 +91,7 @@ def run_study(path: Path, seeds: list[int], timeout: int = 3600, progress: bool 
         print(f"[seed {s}] {path.name}", flush=True)
         nb, result = execute(path, timeout=timeout, progress=progress, env={"MMLAB_SEED": str(s)})
         if s == 0 and result.status == "ok":
-            seed0_nb = nb
+            seed0_nb, seed0_result = nb, result
         report = result.report or {}
         rows.append({"seed": s, "status": result.status, "error": result.error, "seconds": round(result.seconds, 1),
                      "bars": report.get("bars"), "training_seconds": report.get("seconds"),
@@ -105,7 +105,7 @@ def run_study(path: Path, seeds: list[int], timeout: int = 3600, progress: bool 
         write_atomic(target, (json.dumps(study, indent=1) + "\n").encode())  # after every seed: a long study is never lost
     if inplace and seed0_nb is not None:
         _refresh_table_cells(seed0_nb, path.stem, path.parent)
-        write_atomic(path, (nbformat.writes(seed0_nb) + "\n").encode())
+        store(path, seed0_nb, seed0_result)
         print(f"    stored seed 0's executed run in {path.name}", flush=True)
     elif inplace:  # seed 0 not re-run: the committed run stays, its table cell shows the finished table
         stored_nb = nbformat.read(path, as_version=4)

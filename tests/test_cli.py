@@ -65,7 +65,7 @@ def test_empty_folder_and_unwritable_build_are_one_line_errors(nbdir, tmp_path):
         cli.main(["list", "--dir", str(empty)])
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    with pytest.raises(SystemExit, match="cannot write the book to --build"):
+    with pytest.raises(SystemExit, match="cannot write the book to --book"):
         cli.main(["run", "01", "--dir", str(nbdir), "--build", str(blocker / "book"), "--no-progress"])
 
 
@@ -155,9 +155,12 @@ def test_inplace_keeps_permissions(nbdir, tmp_path):
 def test_doctor_offline(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("MMLAB_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("MMLAB_PRETRAINED", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert cli.main(["doctor"]) == 0
     out = capsys.readouterr().out
-    assert "pretrained path: offline: MMLAB_PRETRAINED not set" in out and "device:" in out and "torch" in out
+    assert "hub: https://huggingface.co does not answer" in out
+    assert "pretrained path (use_pretrained): not taken — offline: HF_HUB_OFFLINE is set" in out
+    assert "device:" in out and "torch" in out and "cache:" in out
 
 
 def test_cache_lists_and_clears(monkeypatch, capsys, tmp_path):
@@ -210,3 +213,61 @@ def test_seeds_adds_a_seed_and_stores_seed_0_in_place(tmp_path):
     assert (folder / "01_toy.ipynb").read_bytes() != before
     shown = nb.cells[2].outputs[0]["text"]
     assert "s0" in shown and "s1" in shown and "0.600" in shown  # the finished table, not the one seed 0's kernel saw
+
+
+def test_run_shows_the_cell_and_forwards_training_progress(tmp_path, capsys, monkeypatch):
+    from mmlab import runner
+
+    monkeypatch.setattr(runner, "LOG_EVERY", 0.0)
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    _nb(folder / "01_train.ipynb", ["x = 1", "# Train the tiny model\nfrom tqdm import tqdm\nimport time\n"
+                                    "for _ in tqdm(range(4), desc='steps', mininterval=0):\n    time.sleep(0.3)"])
+    book = tmp_path / "book"
+    assert cli.main(["run", "--dir", str(folder), "--book", str(book)]) == 0
+    err = capsys.readouterr().err
+    assert "cell 1/2: x = 1" in err and "cell 2/2: # Train the tiny model" in err
+    assert "steps: 100%|" in err  # the kernel's tqdm, forwarded while the cell runs
+    summary = json.loads((book / "summary.json").read_text())[0]
+    assert [c[:2] for c in summary["cells"]] == [[1, "x = 1"], [2, "# Train the tiny model"]]
+    assert all(isinstance(c[2], float) for c in summary["cells"])  # each cell's time is recorded (never compared)
+    assert "mmlab" not in summary["modules"]  # the kernel imported no mmlab module
+    assert cli.main(["run", "--dir", str(folder), "--book", str(book)]) == 0
+    out, err = capsys.readouterr()
+    assert "(last run:" in out and "last run]" in err  # the expected time, from the previous summary.json
+
+
+def test_copy_puts_editable_notebooks_where_the_reader_wants(nbdir, tmp_path, capsys):
+    target = tmp_path / "mine"
+    assert cli.main(["copy", str(target), "--dir", str(nbdir)]) == 0
+    assert sorted(p.name for p in target.glob("*.ipynb")) == ["01_ok.ipynb", "02_bad.ipynb"]
+    with pytest.raises(SystemExit, match="already exist .* pass --force"):
+        cli.main(["copy", str(target), "--dir", str(nbdir)])
+    (target / "01_ok.ipynb").write_text("edited")
+    assert cli.main(["copy", str(target), "--dir", str(nbdir), "--force"]) == 0
+    nbformat.read(target / "01_ok.ipynb", as_version=4)
+
+
+def test_a_wheel_carries_the_notebooks(tmp_path):
+    """Built as a wheel and installed in a fresh venv (not a clone): `mmlab list` finds the five notebooks and
+    `mmlab copy` copies them."""
+    import venv
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", root, "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels)],
+                   check=True, capture_output=True)
+    (wheel,) = wheels.glob("mmlab-*.whl")
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, system_site_packages=True, with_pip=True)  # the dependencies come from this environment
+    py = env_dir / "bin" / "python"
+    subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "-q", str(wheel)], check=True, capture_output=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    where = subprocess.run([str(py), "-c", "import mmlab; print(mmlab.__file__)"], cwd=elsewhere, check=True,
+                           capture_output=True, text=True).stdout
+    assert str(env_dir) in where, where  # the wheel's copy, not the clone
+    listed = subprocess.run([str(env_dir / "bin" / "mmlab"), "list"], cwd=elsewhere, check=True, capture_output=True, text=True)
+    assert len(listed.stdout.strip().splitlines()) == 5 and "05_stable_diffusion" in listed.stdout
+    subprocess.run([str(env_dir / "bin" / "mmlab"), "copy", "mine"], cwd=elsewhere, check=True, capture_output=True)
+    assert len(list((elsewhere / "mine").glob("*.ipynb"))) == 5 and len(list((elsewhere / "mine" / "seeds").glob("*.json"))) == 5

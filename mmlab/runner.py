@@ -1,0 +1,191 @@
+"""Execute one notebook headless in a fresh kernel, showing its progress, and store it back whole.
+
+While a notebook runs, one line shows the cell being executed (its heading or first line), the training
+progress the kernel prints (tqdm's text, forwarded), the elapsed time and, when a previous run left a
+``summary.json``, the time it took then. Each cell's seconds go into ``RunResult.cells`` (the per-cell profile
+that ``summary.json`` keeps).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+from mmlab import book, stamp
+from mmlab.runtime import write_atomic
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_PROGRESS = re.compile(r"\d+%\|")  # tqdm's text: "desc:  42%|####      | 420/1000 [...]"
+LOG_EVERY = 30.0  # seconds between training-progress lines when stderr is a log file, not a terminal
+
+
+@dataclass
+class RunResult:
+    """Outcome of executing one notebook."""
+
+    name: str
+    status: str  # "ok", "failed" or "interrupted"
+    seconds: float
+    peak_mb: float | None
+    error: str = ""  # the failing cell and the error's last lines
+    report: dict | None = None  # the notebook's asserted figures and training seconds (mmlab.runtime.report)
+    cells: list = field(default_factory=list)  # [cell index, first line, seconds] per code cell
+    modules: list = field(default_factory=list)  # the mmlab modules the kernel had loaded at the end
+
+
+def _peak_rss_mb(pid: int | None) -> float | None:
+    """Peak resident memory (VmHWM) of a Linux process in MB, or None where /proc is unavailable."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, TypeError):
+        return None
+    return None
+
+
+def first_line(cell: nbformat.NotebookNode) -> str:
+    """A cell's first non-empty line: what the progress line shows while it runs."""
+    return next((line.strip() for line in cell.source.splitlines() if line.strip()), "")
+
+
+class _Progress:
+    """One status line on stderr: notebook, cell k/n and its first line, forwarded training progress, times."""
+
+    def __init__(self, name: str, n_cells: int, expected: float | None, enabled: bool):
+        self.name, self.n, self.expected, self.enabled = name, n_cells, expected, enabled
+        self.t0 = time.perf_counter()
+        self.k, self.what, self.training = 0, "", ""
+        self.tty = sys.stderr.isatty()
+        self.last_print = 0.0
+
+    def cell(self, k: int, what: str) -> None:
+        self.k, self.what, self.training = k, what[:60], ""
+        self.show(force=not self.tty)
+
+    def stream(self, text: str) -> None:
+        last = text.replace("\r", "\n").rstrip("\n").rsplit("\n", 1)[-1]
+        if _PROGRESS.search(last):
+            self.training = _ANSI.sub("", last).strip()[:80]
+            self.show()
+
+    def show(self, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if not force and not self.tty and now - self.last_print < LOG_EVERY:
+            return
+        self.last_print = now
+        expected = f" / ~{self.expected:.0f} s last run" if self.expected else ""
+        line = (f"  {self.name} [{now - self.t0:4.0f} s{expected}] cell {self.k}/{self.n}: {self.what}"
+                + (f" · {self.training}" if self.training else ""))
+        if self.tty:
+            width = os.get_terminal_size(sys.stderr.fileno()).columns - 1
+            sys.stderr.write("\r" + line[:width].ljust(width))
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            sys.stderr.write("\n")
+
+
+def _error_lines(exc: Exception, lines: int = 6) -> str:
+    text = [line for line in _ANSI.sub("", str(exc)).strip().splitlines() if line.strip()]
+    return "\n".join(text[-lines:]) or type(exc).__name__
+
+
+def execute(path: Path, timeout: int = 1800, progress: bool = True, env: dict[str, str] | None = None,
+            expected: float | None = None) -> tuple[nbformat.NotebookNode, RunResult]:
+    """Execute one notebook top to bottom in a fresh kernel (cwd = its folder); ``env`` adds kernel variables.
+
+    The kernel's ``MMLAB_REPORT`` file (see ``mmlab.runtime.report``) is read back into ``RunResult.report``, and
+    the mmlab modules it loaded into ``RunResult.modules`` (for the stale-output stamp).
+    """
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    nb = nbformat.read(path, as_version=4)
+    n_code = sum(c.cell_type == "code" for c in nb.cells)
+    nb.cells.append(nbformat.v4.new_code_cell(stamp.MODULES_PROBE))  # removed again below
+    show = _Progress(path.stem, n_code, expected, progress)
+
+    class Client(NotebookClient):
+        def output(self, outs, msg, display_id, cell_index):
+            if msg["msg_type"] == "stream":
+                show.stream(msg["content"].get("text", ""))
+            return super().output(outs, msg, display_id, cell_index)
+
+    # coalesce_streams: a cell's stream output is stored as one text, carriage returns applied (tqdm's last state)
+    client = Client(nb, timeout=timeout, kernel_name="python3", coalesce_streams=True,
+                    resources={"metadata": {"path": str(path.parent)}})
+    state: dict = {"cell": None, "peak": None, "start": 0.0, "k": 0, "cells": []}
+
+    def on_start(cell, cell_index, **_):
+        if cell.cell_type != "code" or cell_index == len(nb.cells) - 1:  # markdown, or the modules probe
+            return
+        state.update(cell=cell_index, start=time.perf_counter(), k=state["k"] + 1)
+        show.cell(min(state["k"], n_code), first_line(cell))
+
+    def on_executed(cell, cell_index, **_):
+        pid = getattr(getattr(client.km, "provisioner", None), "pid", None)
+        peak = _peak_rss_mb(pid)
+        if peak is not None:
+            state["peak"] = max(state["peak"] or 0.0, peak)
+        if cell.cell_type == "code" and cell_index < len(nb.cells) - 1:
+            state["cells"].append([cell_index, first_line(cell)[:80], round(time.perf_counter() - state["start"], 2)])
+
+    client.on_cell_start = on_start
+    client.on_cell_executed = on_executed
+    files = {}
+    for key in ("MMLAB_REPORT", "MMLAB_MODULES"):
+        fd, files[key] = tempfile.mkstemp(prefix=f"mmlab-{key[6:].lower()}-", suffix=".json")
+        os.close(fd)
+        os.remove(files[key])  # the kernel writes it (the report atomically) if it gets there
+    kernel_env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}  # the kernel draws inline figures
+    kernel_env.update(env or {})
+    kernel_env.update(files)
+    t0 = time.perf_counter()
+    try:
+        client.execute(env=kernel_env)
+        result = RunResult(path.stem, "ok", time.perf_counter() - t0, state["peak"])
+    except CellExecutionError as exc:
+        result = RunResult(path.stem, "failed", time.perf_counter() - t0, state["peak"],
+                           f"cell {state['cell']}: {_error_lines(exc)}")
+    except Exception as exc:  # noqa: BLE001 - a dead kernel or a timeout fails this notebook, not the run
+        result = RunResult(path.stem, "failed", time.perf_counter() - t0, state["peak"],
+                           f"cell {state['cell']}: {type(exc).__name__}: {exc}")
+    finally:
+        show.close()
+        nb.cells.pop()
+    if getattr(client, "_async_cleanup_kernel_future", None) is not None:  # nbclient saw SIGINT/SIGTERM, killed the kernel
+        for f in files.values():
+            Path(f).unlink(missing_ok=True)
+        raise KeyboardInterrupt
+    result.cells = state["cells"]
+    for key, attr in (("MMLAB_REPORT", "report"), ("MMLAB_MODULES", "modules")):
+        try:
+            setattr(result, attr, json.loads(Path(files[key]).read_text()))
+        except (OSError, ValueError):
+            pass
+        finally:
+            Path(files[key]).unlink(missing_ok=True)
+    return nb, result
+
+
+def store(path: Path, nb: nbformat.NotebookNode, result: RunResult) -> None:
+    """Write an executed notebook back to ``path``, whole or not at all: progress as final text, stamped."""
+    book.final_text_outputs(nb)
+    stamp.stamp(nb, result.modules, when=time.strftime("%Y-%m-%d %H:%M"), seconds=round(result.seconds, 1),
+                peak_mb=None if result.peak_mb is None else round(result.peak_mb), seed=(result.report or {}).get("seed"),
+                threads=(result.report or {}).get("threads"))
+    write_atomic(path, (nbformat.writes(nb) + "\n").encode())
