@@ -17,6 +17,7 @@ import threading
 import urllib.error
 import urllib.request
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -169,6 +170,25 @@ def pretrained_decision(timeout: float = 3.0) -> tuple[bool, str]:
     if not online(url, timeout=timeout):
         return False, f"offline: {why}, but the hub {url} did not answer within {timeout:g} s"
     return True, f"pretrained: {why}, hub {url} answered"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a notebook's run depends on, resolved once by its Settings cell (see :func:`settings`)."""
+
+    seed: int            # MMLAB_SEED (`mmlab run --seed N`), default 0 as CI runs
+    device: torch.device  # CUDA, else MPS, else CPU: every model trains and samples here
+    threads: int         # MMLAB_THREADS when set, else torch's default
+    pretrained: bool     # offline unless asked (MMLAB_PRETRAINED=1, or Colab with a GPU) and the hub answers
+    why: str             # the pretrained decision in words
+
+
+def settings() -> Settings:
+    """Resolve a notebook's settings, seed every RNG with its seed, print one line saying what was decided and why."""
+    resolved = Settings(seed(), device(), set_threads(), *pretrained_decision())
+    seed_everything(resolved.seed)
+    print(f"seed={resolved.seed} device={resolved.device} threads={resolved.threads}; {resolved.why}")
+    return resolved
 
 
 def use_pretrained(timeout: float = 3.0) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,3 +157,10 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, num_steps: int, warmup: int 
         raise ValueError(f"warmup must be a positive int, got {warmup!r}")
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / num_steps))))
+
+
+def count_parameters(params: torch.nn.Module | Iterable[torch.Tensor]) -> int:
+    """How many numbers a module (or an iterable of its tensors, e.g. only the trainable ones) holds."""
+    if isinstance(params, torch.nn.Module):
+        params = params.parameters()
+    return sum(p.numel() for p in params)

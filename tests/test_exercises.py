@@ -46,3 +46,13 @@ def test_stub_wrong_shape_and_errors():
     with pytest.raises(TypeError, match="fn must be"):
         exercises.check("infonce", "infonce")
     assert "logit_scale" in exercises.hint("infonce")
+
+
+def test_attempt_prints_the_verdict_without_raising(capsys):
+    def stub(num_query_tokens, text_length):
+        raise NotImplementedError
+
+    assert exercises.attempt("itc_mask", stub) is False
+    assert "itc_mask: not written yet" in capsys.readouterr().out
+    assert exercises.attempt("itc_mask", exercises.solution("itc_mask")) is True
+    assert "correct: itc_mask" in capsys.readouterr().out

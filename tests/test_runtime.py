@@ -105,3 +105,21 @@ def test_save_load_round_trip(tmp_path):
     assert all(torch.equal(loaded[k], tensors[k]) for k in tensors)
     assert not list(tmp_path.glob("*.tmp"))  # no temp file left behind
     assert runtime.load_state(tmp_path / "absent.safetensors") is None
+
+
+def test_settings_resolves_seeds_and_prints(monkeypatch, capsys):
+    monkeypatch.setenv("MMLAB_SEED", "3")
+    monkeypatch.setenv("MMLAB_THREADS", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    before = torch.get_num_threads()
+    try:
+        first = runtime.settings()
+        a = torch.rand(3)
+        second = runtime.settings()
+        assert torch.equal(a, torch.rand(3))  # every RNG seeded with MMLAB_SEED
+    finally:
+        torch.set_num_threads(before)
+    assert first == second and first.seed == 3 and first.threads == 1 and first.pretrained is False
+    assert first.device == runtime.device()
+    out = capsys.readouterr().out
+    assert "seed=3 device=" in out and "threads=1; offline: HF_HUB_OFFLINE is set" in out

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from mmlab.train import History, train
+from mmlab.train import History, count_parameters, train
 
 
 def _fit(seed):
@@ -75,3 +75,10 @@ def test_warmup_cosine_schedule():
         warmup_cosine(opt, 0)
     with pytest.raises(ValueError, match="warmup"):
         warmup_cosine(opt, 10, warmup=0)
+
+
+def test_count_parameters_of_a_module_and_of_some_tensors():
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    net[0].requires_grad_(False)
+    assert count_parameters(net) == 3 * 4 + 4 + 4 * 2 + 2
+    assert count_parameters(p for p in net.parameters() if p.requires_grad) == 4 * 2 + 2
