@@ -107,7 +107,11 @@ def device() -> torch.device:
 
 
 def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python's, NumPy's and torch's global RNGs; returns a CPU ``torch.Generator`` seeded alike."""
+    """Seed Python's, NumPy's and torch's global RNGs; returns a CPU ``torch.Generator`` seeded alike.
+
+    What ``transformers.set_seed`` does for these three, written out: the page shows which RNGs a run depends on,
+    and notebooks without transformers do not import it (seconds) just to seed.
+    """
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     random.seed(seed)

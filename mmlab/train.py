@@ -149,7 +149,9 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, num_steps: int, warmup: int 
     """Learning-rate factor rising linearly over ``warmup`` steps, then cosine decay to 0 at ``num_steps``.
 
     Step ``s`` gets ``min(1, (s + 1) / warmup) * (1 + cos(pi * min(1, s / num_steps))) / 2`` times the base rate
-    (the schedule of CLIP, BLIP-2 and most transformer recipes).
+    (the schedule of CLIP, BLIP-2 and most transformer recipes). Not ``transformers.get_cosine_schedule_with_warmup``,
+    which warms up first and then decays over the remaining steps: a different curve, so switching would retrain every
+    model behind the seed tables; this one is the one line above.
     """
     if not isinstance(num_steps, int) or num_steps <= 0:
         raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
