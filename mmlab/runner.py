@@ -173,12 +173,10 @@ def execute(path: Path, timeout: int = 1800, progress: bool = True, env: dict[st
         raise KeyboardInterrupt
     result.cells = state["cells"]
     for key, attr in (("MMLAB_REPORT", "report"), ("MMLAB_MODULES", "modules")):
-        try:
-            setattr(result, attr, json.loads(Path(files[key]).read_text()))
-        except (OSError, ValueError):
-            pass
-        finally:
-            Path(files[key]).unlink(missing_ok=True)
+        written = Path(files[key])  # absent when the notebook stopped before the cell that writes it
+        if written.is_file():
+            setattr(result, attr, json.loads(written.read_text()))
+            written.unlink()
     return nb, result
 
 
