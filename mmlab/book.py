@@ -135,7 +135,7 @@ def _nav(pages: list[Page], i: int) -> str:
 def _toc(body: str) -> str:
     items = "".join(f"<li><a href=\"#{anchor}\">{_TAG.sub('', text).replace('¶', '').strip()}</a></li>"
                     for anchor, text in _HEADING.findall(body))
-    return f"<details class='mmlab-toc' open><summary>Contents · 目录</summary><ol>{items}</ol></details>" if items else ""
+    return f"<details class='mmlab-toc' open><summary>Contents · 目录</summary><ul>{items}</ul></details>" if items else ""
 
 
 def write_page(nb: nbformat.NotebookNode, pages: list[Page], i: int, book: Path) -> Path:
