@@ -73,13 +73,25 @@ def ratios(summary: list[dict]) -> list[tuple[str, float, float]]:
     return rows
 
 
-def main(summary_path: Path, micro: bool = True) -> int:
+def profile(summary: list[dict], top: int = 15) -> list[tuple[str, int, str, float, float]]:
+    """The ``top`` slowest cells of a run: (notebook, cell index, first line, seconds, share of the run's total)."""
+    total = sum(r["seconds"] for r in summary) or 1.0
+    cells = [(r["name"], index, first, seconds, seconds / total)
+             for r in summary for index, first, seconds in r.get("cells", [])]
+    return sorted(cells, key=lambda c: -c[3])[:top]
+
+
+def main(summary_path: Path, micro: bool = True, top: int = 0) -> int:
     """Print every budget as measured / budget; return 1 when one is missed."""
     rows = micro_benchmarks() if micro else []
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else []
     if not summary:
         print(f"(no {summary_path}: run `mmlab run` first for the notebooks' training budgets)")
     rows += from_summary(summary)
+    if top:
+        print(f"the {top} slowest cells of {summary_path} (of {sum(r['seconds'] for r in summary):.0f} s):")
+        for name, index, first, seconds, share in profile(summary, top):
+            print(f"  {seconds:7.1f} s {share:6.1%}  {name} cell {index}: {first[:70]}")
     missed = 0
     print(f"{'budget':<62}{'measured':>10}{'budget':>9}  ok")
     for what, measured, budget in rows:

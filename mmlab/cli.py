@@ -209,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     p_bench.add_argument("--summary", type=Path, default=None,
                          help=f"summary.json of a `mmlab run` (default: {book.BOOK_DIR}/summary.json)")
     p_bench.add_argument("--no-micro", action="store_true", help="only the notebooks' recorded times")
+    p_bench.add_argument("--profile", type=int, default=0, metavar="N", help="also list the N slowest cells of the run")
     sub.add_parser("doctor", help="versions, device, threads, cache, and what the pretrained switch would decide")
     p_cache = sub.add_parser("cache", help="list the cached trained models (and --clear them)")
     p_cache.add_argument("--clear", action="store_true", help="delete every cached artefact")
@@ -220,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench":
         from mmlab.bench import main as bench
 
-        return bench(args.summary or book.BOOK_DIR / "summary.json", micro=not args.no_micro)
+        return bench(args.summary or book.BOOK_DIR / "summary.json", micro=not args.no_micro, top=args.profile)
     if args.command == "book":
         return write_book(args.build, args.dir)
     if args.command == "copy":

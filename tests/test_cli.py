@@ -271,3 +271,16 @@ def test_a_wheel_carries_the_notebooks(tmp_path):
     assert len(listed.stdout.strip().splitlines()) == 5 and "05_stable_diffusion" in listed.stdout
     subprocess.run([str(env_dir / "bin" / "mmlab"), "copy", "mine"], cwd=elsewhere, check=True, capture_output=True)
     assert len(list((elsewhere / "mine").glob("*.ipynb"))) == 5 and len(list((elsewhere / "mine" / "seeds").glob("*.json"))) == 5
+
+
+def test_bench_profile_lists_the_slowest_cells(tmp_path, capsys):
+    from mmlab import bench
+
+    summary = [{"name": "01_a", "status": "ok", "seconds": 10.0, "cells": [[1, "x = 1", 1.0], [3, "train()", 8.0]]},
+               {"name": "02_b", "status": "ok", "seconds": 5.0, "cells": [[2, "sample()", 4.0]]}]
+    assert [(c[0], c[1]) for c in bench.profile(summary, top=2)] == [("01_a", 3), ("02_b", 2)]
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps(summary))
+    cli.main(["bench", "--summary", str(path), "--no-micro", "--profile", "3"])
+    out = capsys.readouterr().out
+    assert "01_a cell 3: train()" in out and out.index("train()") < out.index("sample()") < out.index("x = 1")
