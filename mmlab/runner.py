@@ -37,7 +37,7 @@ class RunResult:
     peak_mb: float | None
     error: str = ""  # the failing cell and the error's last lines
     report: dict | None = None  # the notebook's asserted figures and training seconds (mmlab.runtime.report)
-    cells: list = field(default_factory=list)  # [cell index, first line, seconds] per code cell
+    cells: list = field(default_factory=list)  # [cell index, "section | first line", seconds] per code cell
     modules: list = field(default_factory=list)  # the mmlab modules the kernel had loaded at the end
 
 
@@ -55,6 +55,17 @@ def _peak_rss_mb(pid: int | None) -> float | None:
 def first_line(cell: nbformat.NotebookNode) -> str:
     """A cell's first non-empty line: what the progress line shows while it runs."""
     return next((line.strip() for line in cell.source.splitlines() if line.strip()), "")
+
+
+def sections(nb: nbformat.NotebookNode) -> dict[int, str]:
+    """Each code cell's section: the last markdown heading above it (how the profile names a cell)."""
+    found, heading = {}, ""
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "markdown":
+            heading = next((line.lstrip("#").strip() for line in cell.source.splitlines() if line.startswith("#")), heading)
+        else:
+            found[i] = heading
+    return found
 
 
 class _Progress:
@@ -116,6 +127,7 @@ def execute(path: Path, timeout: int = 1800, progress: bool = True, env: dict[st
 
     nb = nbformat.read(path, as_version=4)
     n_code = sum(c.cell_type == "code" for c in nb.cells)
+    section = sections(nb)
     nb.cells.append(nbformat.v4.new_code_cell(stamp.MODULES_PROBE))  # removed again below
     show = _Progress(path.stem, n_code, expected, progress)
 
@@ -142,7 +154,8 @@ def execute(path: Path, timeout: int = 1800, progress: bool = True, env: dict[st
         if peak is not None:
             state["peak"] = max(state["peak"] or 0.0, peak)
         if cell.cell_type == "code" and cell_index < len(nb.cells) - 1:
-            state["cells"].append([cell_index, first_line(cell)[:80], round(time.perf_counter() - state["start"], 2)])
+            label = f"{section[cell_index][:40]} | {first_line(cell)[:50]}" if section[cell_index] else first_line(cell)[:80]
+            state["cells"].append([cell_index, label, round(time.perf_counter() - state["start"], 2)])
 
     client.on_cell_start = on_start
     client.on_cell_executed = on_executed

@@ -229,7 +229,8 @@ def test_run_shows_the_cell_and_forwards_training_progress(tmp_path, capsys, mon
     assert "cell 1/2: x = 1" in err and "cell 2/2: # Train the tiny model" in err
     assert "steps: 100%|" in err  # the kernel's tqdm, forwarded while the cell runs
     summary = json.loads((book / "summary.json").read_text())[0]
-    assert [c[:2] for c in summary["cells"]] == [[1, "x = 1"], [2, "# Train the tiny model"]]
+    # each code cell under its section (the last heading above it: the test notebooks' "# 问题 / The question")
+    assert [c[:2] for c in summary["cells"]] == [[1, "问题 / The question | x = 1"], [2, "问题 / The question | # Train the tiny model"]]
     assert all(isinstance(c[2], float) for c in summary["cells"])  # each cell's time is recorded (never compared)
     assert "mmlab" not in summary["modules"]  # the kernel imported no mmlab module
     assert cli.main(["run", "--dir", str(folder), "--book", str(book)]) == 0
