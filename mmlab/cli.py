@@ -55,17 +55,6 @@ def find_notebooks(directory: Path, names: list[str]) -> list[Path]:
     return chosen
 
 
-def question(path: Path) -> str:
-    """The first heading of the notebook's first markdown cell (its question)."""
-    nb = nbformat.read(path, as_version=4)
-    for cell in nb.cells:
-        if cell.cell_type == "markdown":
-            for line in cell.source.splitlines():
-                if line.startswith("#"):
-                    return line.lstrip("# ").strip()
-    return ""
-
-
 def write_constraints(target: Path) -> None:
     """The exact versions behind the committed outputs: every installed distribution but mmlab, as pip constraints."""
     from importlib.metadata import distributions
@@ -239,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if failed else 0
     if args.command == "list":
         for path in find_notebooks(args.dir or notebooks_dir(), []):
-            print(f"{path.stem:<28} {question(path)}")
+            print(f"{path.stem:<28} {book.page_of(nbformat.read(path, as_version=4), path.stem).question_zh}")
         return 0
     env = {}
     if args.seed is not None:
