@@ -1,0 +1,40 @@
+"""Probe notebook 05's budgets at one training seed: run the notebook's own code with other step counts or batch
+sizes, through the bars (the score/Langevin checks included), and print the figures the notebook asserts.
+
+    python scripts/sd_steps_probe.py SEED NAME=VALUE [NAME=VALUE ...] [--digits-only]
+
+NAME is one of the Settings cell's budgets: DIGITS_STEPS, DIGITS_BATCH, VAE_STEPS, VAE_BATCH, LDM_STEPS, LDM_BATCH.
+``--digits-only`` stops after the digits models (DDPM, samplers, guidance, flow). MMLAB_THREADS sets the thread
+count (a thread count acts like a seed). How the budgets were chosen with it: notebook 05's appendix.
+"""
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+NAMES = ("DIGITS_STEPS", "DIGITS_BATCH", "VAE_STEPS", "VAE_BATCH", "LDM_STEPS", "LDM_BATCH")
+args = [a for a in sys.argv[1:] if not a.startswith("--")]
+if len(args) < 2 or not all("=" in a for a in args[1:]):
+    raise SystemExit(__doc__)
+budgets = {name: int(value) for name, value in (a.split("=") for a in args[1:])}
+for name in budgets:
+    if name not in NAMES:
+        raise SystemExit(f"unknown budget {name!r}; choose from {', '.join(NAMES)}")
+os.environ["MMLAB_SEED"] = args[0]
+matplotlib.use("Agg")
+notebook = Path(__file__).resolve().parent.parent / "notebooks" / "05_stable_diffusion.ipynb"
+cells = json.loads(notebook.read_text())["cells"]
+src = "\n\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+src = src.replace("mplot.small_figures()", "".join(f"{name} = {value}\n" for name, value in budgets.items()))  # end of Settings
+if "--digits-only" in sys.argv:
+    src = src[: src.index("from mmlab import clip as mclip")]
+    src += ("\nprint({'DDIM-50': digit_results['DDIM-50'][0], 'DDPM-1000': digit_results['DDPM-1000'][0],"
+            " 'guidance': guidance_curve, 'flow': flow_faithful})\n")
+else:  # everything up to the bars cell, without the seed table
+    src = src[: src.index("from mmlab import seeds")] + "\n" + src[src.index("bars = {"):src.index("from mmlab import exercises")]
+t0 = time.perf_counter()
+exec(compile(src, str(notebook), "exec"), {"__name__": "__main__"})
+print(f"probe {budgets} seed {args[0]}: {time.perf_counter() - t0:.0f} s")
