@@ -1,11 +1,13 @@
 """Probe notebook 05's budgets at one training seed: run the notebook's own code with other step counts or batch
 sizes, through the bars (the score/Langevin checks included), and print the figures the notebook asserts.
 
-    python scripts/sd_steps_probe.py SEED NAME=VALUE [NAME=VALUE ...] [--digits-only]
+    python scripts/sd_steps_probe.py SEED NAME=VALUE [NAME=VALUE ...] [--digits-only | --latent-only | --toy-only]
 
-NAME is one of the Settings cell's budgets: DIGITS_STEPS, DIGITS_BATCH, VAE_STEPS, VAE_BATCH, LDM_STEPS, LDM_BATCH.
-``--digits-only`` stops after the digits models (DDPM, samplers, guidance, flow). MMLAB_THREADS sets the thread
-count (a thread count acts like a seed). How the budgets were chosen with it: notebook 05's appendix.
+NAME is one of the Settings cell's budgets: DIGITS_STEPS, DIGITS_BATCH, VAE_STEPS, VAE_BATCH, LDM_STEPS, LDM_BATCH,
+TOY_STEPS, TOY_BATCH. One part alone (after the notebook's first, cheap cells): ``--digits-only`` the digits models
+(DDPM, samplers, guidance, flow), ``--latent-only`` the VAE, latent UNet and text-to-image figures, ``--toy-only`` the
+2-D score net and its score/Langevin checks. MMLAB_THREADS sets the thread count (a thread count acts like a seed).
+How the budgets were chosen with it: notebook 05's appendix.
 """
 import json
 import os
@@ -15,9 +17,11 @@ from pathlib import Path
 
 import matplotlib
 
-NAMES = ("DIGITS_STEPS", "DIGITS_BATCH", "VAE_STEPS", "VAE_BATCH", "LDM_STEPS", "LDM_BATCH")
+NAMES = ("DIGITS_STEPS", "DIGITS_BATCH", "VAE_STEPS", "VAE_BATCH", "LDM_STEPS", "LDM_BATCH", "TOY_STEPS", "TOY_BATCH")
+PARTS = ("--digits-only", "--latent-only", "--toy-only")
 args = [a for a in sys.argv[1:] if not a.startswith("--")]
-if len(args) < 2 or not all("=" in a for a in args[1:]):
+parts = [a for a in sys.argv[1:] if a.startswith("--")]
+if len(args) < 2 or not all("=" in a for a in args[1:]) or len(parts) > 1 or not set(parts) <= set(PARTS):
     raise SystemExit(__doc__)
 budgets = {name: int(value) for name, value in (a.split("=") for a in args[1:])}
 for name in budgets:
@@ -29,10 +33,20 @@ notebook = Path(__file__).resolve().parent.parent / "notebooks" / "05_stable_dif
 cells = json.loads(notebook.read_text())["cells"]
 src = "\n\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
 src = src.replace("mplot.small_figures()", "".join(f"{name} = {value}\n" for name, value in budgets.items()))  # end of Settings
-if "--digits-only" in sys.argv:
-    src = src[: src.index("from mmlab import clip as mclip")]
+digits, latent, toy = (src.index(first) for first in ("from diffusers import UNet2DModel", "from mmlab import clip as mclip",
+                                                      "angles = torch.arange(8)"))
+if parts == ["--digits-only"]:
+    src = src[:latent]
     src += ("\nprint({'DDIM-50': digit_results['DDIM-50'][0], 'DDPM-1000': digit_results['DDPM-1000'][0],"
             " 'guidance': guidance_curve, 'flow': flow_faithful})\n")
+elif parts == ["--latent-only"]:
+    src = src[:digits] + src[latent:toy]
+    src += ("\nprint({'best scale': best_scale, 'colour': t2i[best_scale]['colour'],"
+            " 'colour+shape': t2i[best_scale]['colour+shape'], 'VAE MSE': F.mse_loss(recon, check).item()})\n")
+elif parts == ["--toy-only"]:
+    src = src[:digits] + src[toy:src.index("import tempfile")]
+    src += ("\nprint({'min cos(eps, score) at t = 200/500/900': min(score_cos[t] for t in (200, 500, 900)),"
+            " 'Langevin on the modes': toy['Langevin'][0], 'DDPM on the modes': toy['DDPM'][0]})\n")
 else:  # everything up to the bars cell, without the seed table
     src = src[: src.index("from mmlab import seeds")] + "\n" + src[src.index("bars = {"):src.index("from mmlab import exercises")]
 t0 = time.perf_counter()
