@@ -3,6 +3,7 @@
     mmlab list                  # each notebook with the question it answers
     mmlab run [NAME ...]        # execute (all or the named) notebooks, write the HTML book into book/
     mmlab run --inplace 01      # also store the executed outputs back into notebooks/ (maintainers)
+    mmlab run --jobs 2          # two notebooks at a time, one core each (less wall time)
     mmlab book                  # the HTML book from the notebooks' stored outputs (executes nothing)
     mmlab copy DIR              # editable copies of the notebooks, e.g. beside a pip-installed mmlab
     mmlab seeds 01 | bench | doctor | cache
@@ -12,9 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
@@ -65,6 +69,14 @@ def write_constraints(target: Path) -> None:
     write_atomic(target, (header + "\n".join(pins) + "\n").encode())
 
 
+def _stamped_seconds(path: Path) -> float:
+    """The seconds of a notebook's committed run (its stamp), 0 when unknown."""
+    try:
+        return float(nbformat.read(path, as_version=4).metadata.get("mmlab", {}).get("seconds") or 0.0)
+    except (OSError, ValueError, TypeError):
+        return 0.0
+
+
 def _previous_summary(folder: Path) -> dict[str, dict]:
     try:
         return {r["name"]: r for r in json.loads((folder / "summary.json").read_text())}
@@ -77,9 +89,33 @@ def _row(r: RunResult) -> dict:
             "when": time.strftime("%Y-%m-%d %H:%M")}
 
 
+def cores() -> int:
+    """CPU cores this process may use (its affinity where the OS reports it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def lane_env(jobs: int, env: dict[str, str] | None = None) -> dict[str, str]:
+    """Kernel variables for ``jobs`` notebooks side by side: the cores split between them (MMLAB_THREADS and
+    OMP_NUM_THREADS), unless the caller set MMLAB_THREADS. More threads than cores slow torch down many times over."""
+    env = dict(env or {})
+    if jobs > 1 and "MMLAB_THREADS" not in env and "MMLAB_THREADS" not in os.environ:
+        threads = str(max(1, cores() // jobs))
+        env.update(MMLAB_THREADS=threads, OMP_NUM_THREADS=threads)
+    return env
+
+
 def run(names: list[str], build: Path, inplace: bool = False, timeout: int = 1800,
-        directory: Path | None = None, progress: bool = True, env: dict[str, str] | None = None) -> int:
-    """Execute notebooks; write their pages, the index and ``summary.json`` into ``build``; return the exit code."""
+        directory: Path | None = None, progress: bool = True, env: dict[str, str] | None = None, jobs: int = 1) -> int:
+    """Execute notebooks; write their pages, the index and ``summary.json`` into ``build``; return the exit code.
+
+    ``jobs`` > 1 runs that many notebooks at once (longest first, by their last time), each on its share of the cores:
+    less wall time, the same per-notebook claims (they hold on 1 thread too), a larger sum of notebook seconds.
+    """
+    if not isinstance(jobs, int) or jobs < 1:
+        raise SystemExit(f"mmlab: --jobs must be a positive integer, got {jobs!r}")
     folder = directory or notebooks_dir()
     everything = find_notebooks(folder, [])
     paths = find_notebooks(folder, names)
@@ -92,27 +128,67 @@ def run(names: list[str], build: Path, inplace: bool = False, timeout: int = 180
     pages = [book.page_of(nbformat.read(p, as_version=4), p.stem) for p in everything]
     before = _previous_summary(build)
     book.install_assets(build)
-    results: list[RunResult] = []
-    interrupted = False
-    for i, path in enumerate(paths, 1):
+    env = lane_env(jobs, env)
+    done: dict[Path, RunResult] = {}
+    lock = threading.Lock()
+
+    def expected_seconds(path: Path) -> float | None:
         last = before.get(path.stem, {})
-        expected = last.get("seconds") if last.get("status") == "ok" else None
+        return last.get("seconds") if last.get("status") == "ok" else None
+
+    def finish(path: Path, nb: nbformat.NotebookNode, result: RunResult) -> None:
+        with lock:  # pages, stores and prints one notebook at a time
+            if result.status != "interrupted":
+                book.write_page(book.final_text_outputs(nb), pages, everything.index(path), build)
+            if inplace and result.status == "ok":  # whole or not at all: the reader's notebook is never half-written
+                store(path, nb, result)
+            peak = "" if result.peak_mb is None else f", peak {result.peak_mb:.0f} MB"
+            print(f"    {path.stem}: {result.status} in {result.seconds:.1f} s{peak}", flush=True)
+            if result.error and result.status != "interrupted":
+                print(f"FAILED: {path.name}, {result.error}", file=sys.stderr, flush=True)
+            done[path] = result
+
+    def announce(i: int, path: Path) -> None:
+        expected = expected_seconds(path)
         print(f"[{i}/{len(paths)}] {path.name}" + (f" (last run: {expected:.0f} s)" if expected else ""), flush=True)
-        try:
-            nb, result = execute(path, timeout=timeout, progress=progress, env=env, expected=expected)
-        except KeyboardInterrupt:
-            interrupted = True
-            results += [RunResult(p.stem, "interrupted", 0.0, None, "not finished: the run was interrupted")
-                        for p in paths[i - 1:]]
-            break
-        book.write_page(book.final_text_outputs(nb), pages, everything.index(path), build)
-        if inplace and result.status == "ok":  # whole or not at all: the reader's notebook is never half-written
-            store(path, nb, result)
-        peak = "" if result.peak_mb is None else f", peak {result.peak_mb:.0f} MB"
-        print(f"    {result.status} in {result.seconds:.1f} s{peak}", flush=True)
-        if result.error:
-            print(f"FAILED: {path.name}, {result.error}", file=sys.stderr, flush=True)
-        results.append(result)
+
+    interrupted = False
+    t0 = time.perf_counter()
+    if jobs == 1:
+        for i, path in enumerate(paths, 1):
+            announce(i, path)
+            try:
+                finish(path, *execute(path, timeout=timeout, progress=progress, env=env, expected=expected_seconds(path)))
+            except KeyboardInterrupt:
+                interrupted = True
+                break
+    else:
+        stop = threading.Event()
+        order = sorted(paths, key=lambda p: -(expected_seconds(p) or _stamped_seconds(p)))  # longest first
+        counter = iter(range(1, len(paths) + 1))
+
+        def lane(path: Path) -> None:
+            if stop.is_set():
+                return
+            with lock:
+                announce(next(counter), path)
+            finish(path, *execute(path, timeout=timeout, progress=progress, env=env, expected=expected_seconds(path),
+                                  stop=stop, lines=True))
+
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = [pool.submit(lane, p) for p in order]
+            try:
+                for future in futures:
+                    future.result()
+            except KeyboardInterrupt:
+                interrupted = True
+                stop.set()  # every running kernel is killed; notebooks not started never start
+                for future in futures:
+                    future.cancel()
+    wall = time.perf_counter() - t0
+    interrupted = interrupted or any(r.status == "interrupted" for r in done.values())
+    results = [done.get(p) or RunResult(p.stem, "interrupted", 0.0, None, "not finished: the run was interrupted")
+               for p in paths if p in done or interrupted]
     rows = {**before, **{r.name: _row(r) for r in results}}
     summary = [asdict(r) for r in results]  # this run only: `mmlab bench` sums it
     write_atomic(build / "summary.json", json.dumps(summary, indent=1).encode())
@@ -122,6 +198,9 @@ def run(names: list[str], build: Path, inplace: bool = False, timeout: int = 180
     print(f"{'notebook':<28} {'status':<11} {'seconds':>8} {'peak MB':>8}")
     for r in results:
         print(f"{r.name:<28} {r.status:<11} {r.seconds:>8.1f} {'' if r.peak_mb is None else f'{r.peak_mb:.0f}':>8}")
+    print(f"{'sum of notebook seconds':<40} {sum(r.seconds for r in results):>8.1f}   wall {wall:.1f} s"
+          + (f" ({jobs} at a time, {env.get('MMLAB_THREADS', os.environ.get('MMLAB_THREADS', 'default'))} threads each)"
+             if jobs > 1 else ""))
     print(f"HTML book: {build / 'index.html'}")
     for r in results:
         if r.status != "ok":
@@ -179,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--no-progress", action="store_true", help="no progress bars")
     p_run.add_argument("--seed", type=int, default=None, help="MMLAB_SEED for the notebooks (default 0)")
     p_run.add_argument("--pretrained", action="store_true", help="MMLAB_PRETRAINED=1: also load real checkpoints if the hub answers")
+    p_run.add_argument("--jobs", "-j", type=int, default=1,
+                       help="notebooks run at once, the cores split between them (default 1; e.g. 2 on 2 cores: less wall time)")
     p_book = sub.add_parser("book", help="write the HTML book from the notebooks' stored outputs (executes nothing)")
     p_book.add_argument("--book", "--build", dest="build", type=Path, default=book.BOOK_DIR,
                         help=f"the HTML book's folder (default: {book.BOOK_DIR})")
@@ -238,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.pretrained:
         env["MMLAB_PRETRAINED"] = "1"
     return run(args.names, args.build, inplace=args.inplace, timeout=args.timeout, directory=args.dir,
-               progress=not args.no_progress, env=env)
+               progress=not args.no_progress, env=env, jobs=args.jobs)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,11 +73,11 @@ def sections(nb: nbformat.NotebookNode) -> dict[int, str]:
 class _Progress:
     """One status line on stderr: notebook, cell k/n and its first line, forwarded training progress, times."""
 
-    def __init__(self, name: str, n_cells: int, expected: float | None, enabled: bool):
+    def __init__(self, name: str, n_cells: int, expected: float | None, enabled: bool, lines: bool = False):
         self.name, self.n, self.expected, self.enabled = name, n_cells, expected, enabled
         self.t0 = time.perf_counter()
         self.k, self.what, self.training = 0, "", ""
-        self.tty = sys.stderr.isatty()
+        self.tty = sys.stderr.isatty() and not lines  # lines: one log line per update (notebooks running side by side)
         self.last_print = 0.0
 
     def cell(self, k: int, what: str) -> None:
@@ -116,11 +118,14 @@ def _error_lines(exc: Exception, lines: int = 6) -> str:
 
 
 def execute(path: Path, timeout: int = 1800, progress: bool = True, env: dict[str, str] | None = None,
-            expected: float | None = None) -> tuple[nbformat.NotebookNode, RunResult]:
+            expected: float | None = None, stop: threading.Event | None = None,
+            lines: bool = False) -> tuple[nbformat.NotebookNode, RunResult]:
     """Execute one notebook top to bottom in a fresh kernel (cwd = its folder); ``env`` adds kernel variables.
 
     The kernel's ``MMLAB_REPORT`` file (see ``mmlab.runtime.report``) is read back into ``RunResult.report``, and
     the mmlab modules it loaded into ``RunResult.modules`` (for the stale-output stamp).
+    ``stop`` (for a run in a worker thread, where no signal arrives): once set, the kernel is killed and the result
+    is ``"interrupted"``. ``lines``: progress as log lines, not one rewritten terminal line.
     """
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
@@ -129,7 +134,7 @@ def execute(path: Path, timeout: int = 1800, progress: bool = True, env: dict[st
     n_code = sum(c.cell_type == "code" for c in nb.cells)
     section = sections(nb)
     nb.cells.append(nbformat.v4.new_code_cell(stamp.MODULES_PROBE))  # removed again below
-    show = _Progress(path.stem, n_code, expected, progress)
+    show = _Progress(path.stem, n_code, expected, progress, lines)
 
     class Client(NotebookClient):
         def output(self, outs, msg, display_id, cell_index):
@@ -143,6 +148,8 @@ def execute(path: Path, timeout: int = 1800, progress: bool = True, env: dict[st
     state: dict = {"cell": None, "peak": None, "start": 0.0, "k": 0, "cells": []}
 
     def on_start(cell, cell_index, **_):
+        if stop is not None and stop.is_set():
+            raise KeyboardInterrupt  # nbclient shuts the kernel down on the way out
         if cell.cell_type != "code" or cell_index == len(nb.cells) - 1:  # markdown, or the modules probe
             return
         state.update(cell=cell_index, start=time.perf_counter(), k=state["k"] + 1)
@@ -167,10 +174,17 @@ def execute(path: Path, timeout: int = 1800, progress: bool = True, env: dict[st
     kernel_env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}  # the kernel draws inline figures
     kernel_env.update(env or {})
     kernel_env.update(files)
+    finished = threading.Event()
+    if stop is not None:
+        threading.Thread(target=_kill_on_stop, args=(client, stop, finished), daemon=True).start()
     t0 = time.perf_counter()
     try:
         client.execute(env=kernel_env)
         result = RunResult(path.stem, "ok", time.perf_counter() - t0, state["peak"])
+    except KeyboardInterrupt:
+        if stop is None or not stop.is_set():
+            raise
+        result = RunResult(path.stem, "interrupted", time.perf_counter() - t0, state["peak"], "not finished: the run was interrupted")
     except CellExecutionError as exc:
         result = RunResult(path.stem, "failed", time.perf_counter() - t0, state["peak"],
                            f"cell {state['cell']}: {_error_lines(exc)}")
@@ -178,8 +192,11 @@ def execute(path: Path, timeout: int = 1800, progress: bool = True, env: dict[st
         result = RunResult(path.stem, "failed", time.perf_counter() - t0, state["peak"],
                            f"cell {state['cell']}: {type(exc).__name__}: {exc}")
     finally:
+        finished.set()
         show.close()
         nb.cells.pop()
+    if stop is not None and stop.is_set() and result.status == "failed":  # its kernel was killed by stop
+        result = RunResult(path.stem, "interrupted", result.seconds, result.peak_mb, "not finished: the run was interrupted")
     if getattr(client, "_async_cleanup_kernel_future", None) is not None:  # nbclient saw SIGINT/SIGTERM, killed the kernel
         for f in files.values():
             Path(f).unlink(missing_ok=True)
@@ -191,6 +208,19 @@ def execute(path: Path, timeout: int = 1800, progress: bool = True, env: dict[st
             setattr(result, attr, json.loads(written.read_text()))
             written.unlink()
     return nb, result
+
+
+def _kill_on_stop(client, stop: threading.Event, finished: threading.Event) -> None:
+    """Kill the kernel of ``client`` as soon as ``stop`` is set (unless the notebook finished first)."""
+    while not finished.is_set():
+        if stop.wait(0.2):
+            pid = getattr(getattr(client.km, "provisioner", None), "pid", None)
+            if pid is not None and not finished.is_set():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            return
 
 
 def store(path: Path, nb: nbformat.NotebookNode, result: RunResult) -> None:

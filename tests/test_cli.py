@@ -102,16 +102,79 @@ def test_ctrl_c_stops_the_kernel_and_leaves_notebooks_intact(tmp_path):
     summary = {r["name"]: r["status"] for r in json.loads((build / "summary.json").read_text())}
     assert summary == {"01_quick": "ok", "02_slow": "interrupted", "03_never": "interrupted"}
     assert "interrupted" in (build / "index.html").read_text()
-    kernel = int(pid_file.read_text())
-    deadline = time.time() + 10
+    _assert_gone(int(pid_file.read_text()))
+
+
+def _assert_gone(pid, seconds=10):
+    deadline = time.time() + seconds
     while time.time() < deadline:
         try:
-            os.kill(kernel, 0)
+            os.kill(pid, 0)
         except ProcessLookupError:
-            break
+            return
         time.sleep(0.2)
-    else:
-        pytest.fail(f"kernel process {kernel} is still alive after Ctrl-C")
+    pytest.fail(f"kernel process {pid} is still alive after Ctrl-C")
+
+
+def test_jobs_run_notebooks_side_by_side_on_a_share_of_the_cores(tmp_path, monkeypatch):
+    """`mmlab run --jobs 2`: two kernels at once (each waits for the other's marker, so this fails when they run one
+    after the other), each told to use half the cores; summary and book as in a sequential run."""
+    monkeypatch.delenv("MMLAB_THREADS", raising=False)
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    for me, other in (("a", "b"), ("b", "a")):
+        _nb(folder / f"0{'1' if me == 'a' else '2'}_{me}.ipynb", [
+            f"import os, pathlib, time\npathlib.Path({str(tmp_path / me)!r}).write_text(os.environ.get('MMLAB_THREADS', ''))\n"
+            f"deadline = time.time() + 60\nwhile not pathlib.Path({str(tmp_path / other)!r}).exists():\n"
+            f"    assert time.time() < deadline, 'the other notebook never started: not side by side'\n    time.sleep(0.1)",
+            "print('both ran')"])
+    build = tmp_path / "book"
+    assert cli.main(["run", "--jobs", "2", "--dir", str(folder), "--build", str(build), "--no-progress"]) == 0
+    summary = json.loads((build / "summary.json").read_text())
+    assert [(r["name"], r["status"]) for r in summary] == [("01_a", "ok"), ("02_b", "ok")]
+    expected = str(max(1, cli.cores() // 2))
+    assert (tmp_path / "a").read_text() == expected and (tmp_path / "b").read_text() == expected
+    assert (build / "01_a.html").exists() and (build / "02_b.html").exists()
+
+
+def test_jobs_keep_an_explicit_thread_count_and_reject_zero(monkeypatch):
+    monkeypatch.setenv("MMLAB_THREADS", "3")
+    assert "MMLAB_THREADS" not in cli.lane_env(2)  # the caller's MMLAB_THREADS reaches the kernels unchanged
+    monkeypatch.delenv("MMLAB_THREADS")
+    assert cli.lane_env(1) == {} and cli.lane_env(2, {"MMLAB_SEED": "1"})["MMLAB_SEED"] == "1"
+    with pytest.raises(SystemExit, match="--jobs must be a positive integer"):
+        cli.run([], cli.Path("unused"), jobs=0)
+
+
+def test_ctrl_c_with_jobs_stops_every_kernel_and_leaves_notebooks_intact(tmp_path):
+    """SIGINT during `mmlab run --jobs 2 --inplace`: the two running kernels are killed, the queued notebook never
+    starts, the finished one is stored whole, the others are byte-identical, exit 130."""
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    _nb(folder / "01_quick.ipynb", ["print('fine')"])
+    for name in ("02_slow", "03_slow"):
+        _nb(folder / f"{name}.ipynb", [f"import os, pathlib, time\npathlib.Path({str(tmp_path / name)!r} + '.pid')"
+                                       f".write_text(str(os.getpid()))\ntime.sleep(120)"])
+    never = tmp_path / "never"
+    _nb(folder / "04_never.ipynb", [f"import pathlib\npathlib.Path({str(never)!r}).write_text('x')"])
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    build = tmp_path / "book"
+    proc = subprocess.Popen([sys.executable, "-m", "mmlab.cli", "run", "--jobs", "2", "--inplace", "--no-progress",
+                             "--dir", str(folder), "--build", str(build)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    for name in ("02_slow", "03_slow"):
+        _wait_for(tmp_path / f"{name}.pid", proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (out, err)
+    after = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert after["01_quick.ipynb"] != before["01_quick.ipynb"]
+    assert all(after[n] == before[n] for n in ("02_slow.ipynb", "03_slow.ipynb", "04_never.ipynb"))
+    summary = {r["name"]: r["status"] for r in json.loads((build / "summary.json").read_text())}
+    assert summary == {"01_quick": "ok", "02_slow": "interrupted", "03_slow": "interrupted", "04_never": "interrupted"}
+    assert not never.exists()
+    for name in ("02_slow", "03_slow"):
+        _assert_gone(int((tmp_path / f"{name}.pid").read_text()))
 
 
 KILLED_WRITER = """

@@ -1,0 +1,62 @@
+"""The suite's set-up for pytest-xdist (``pyproject.toml``: ``-n auto --dist loadfile``): two workers, each notebook on
+one worker from start to end, the longest notebooks first, and each worker on its share of the cores.
+
+Two notebooks at once on 2 cores, one thread each, finish sooner than one after the other on two threads (the tiny
+models do not keep two threads busy: 100 tiny-CLIP steps take 1.2-1.4x longer on one thread, not 2x), while more
+threads than cores slow torch down many times over. Every claim holds on one thread (README, "Claims that hold for
+every seed"). ``pytest -n 0`` runs everything in one process, as before.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+MAX_WORKERS = 2  # memory: a worker and its notebook kernel take up to ~2.5 GB; and 05 alone sets the wall time
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    return max(1, min(MAX_WORKERS, _cores()))
+
+
+def pytest_configure(config):
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers and "MMLAB_THREADS" not in os.environ:  # a worker: its kernels inherit these
+        threads = str(max(1, _cores() // int(workers)))
+        os.environ.update(MMLAB_THREADS=threads, OMP_NUM_THREADS=threads)
+        import torch
+
+        torch.set_num_threads(int(threads))  # the unit tests in this worker
+
+
+def _committed_seconds(path: Path) -> float:
+    """How long a notebook's committed run took (its stamp), 0 when unknown."""
+    try:
+        return float(json.loads(path.read_text()).get("metadata", {}).get("mmlab", {}).get("seconds") or 0.0)
+    except (OSError, ValueError, AttributeError):
+        return 0.0
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under xdist: notebooks first, longest first, then the unit tests (the scheduler hands files out in this order,
+    so the longest notebook starts at once and the short files fill the gaps at the end)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    seconds = {}
+    for item in items:
+        path = Path(str(item.fspath))
+        if path not in seconds:
+            seconds[path] = _committed_seconds(path) if path.suffix == ".ipynb" else 0.0
+    position = {path: i for i, path in enumerate(dict.fromkeys(Path(str(item.fspath)) for item in items))}
+    items.sort(key=lambda item: (-seconds[Path(str(item.fspath))], position[Path(str(item.fspath))]))
