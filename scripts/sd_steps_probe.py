@@ -4,7 +4,8 @@ sizes, through the bars (the score/Langevin checks included), and print the figu
     python scripts/sd_steps_probe.py SEED NAME=VALUE [NAME=VALUE ...] [--digits-only | --latent-only | --toy-only]
 
 NAME is one of the Settings cell's budgets: DIGITS_STEPS, DIGITS_BATCH, VAE_STEPS, VAE_BATCH, LDM_STEPS, LDM_BATCH,
-TOY_STEPS, TOY_BATCH. One part alone (after the notebook's first, cheap cells): ``--digits-only`` the digits models
+TOY_STEPS, TOY_BATCH, or DIGITS_WIDTH: the digits UNet's first-level channels W (block_out_channels (W, 2W); the
+notebook's 32). One part alone (after the notebook's first, cheap cells): ``--digits-only`` the digits models
 (DDPM, samplers, guidance, flow), ``--latent-only`` the VAE, latent UNet and text-to-image figures, ``--toy-only`` the
 2-D score net and its score/Langevin checks. MMLAB_THREADS sets the thread count (a thread count acts like a seed).
 How the budgets were chosen with it: notebook 05's appendix.
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import matplotlib
 
-NAMES = ("DIGITS_STEPS", "DIGITS_BATCH", "VAE_STEPS", "VAE_BATCH", "LDM_STEPS", "LDM_BATCH", "TOY_STEPS", "TOY_BATCH")
+NAMES = ("DIGITS_STEPS", "DIGITS_BATCH", "VAE_STEPS", "VAE_BATCH", "LDM_STEPS", "LDM_BATCH", "TOY_STEPS", "TOY_BATCH",
+         "DIGITS_WIDTH")
 PARTS = ("--digits-only", "--latent-only", "--toy-only")
 args = [a for a in sys.argv[1:] if not a.startswith("--")]
 parts = [a for a in sys.argv[1:] if a.startswith("--")]
@@ -32,7 +34,13 @@ matplotlib.use("Agg")
 notebook = Path(__file__).resolve().parent.parent / "notebooks" / "05_stable_diffusion.ipynb"
 cells = json.loads(notebook.read_text())["cells"]
 src = "\n\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+width = budgets.pop("DIGITS_WIDTH", None)
 src = src.replace("mplot.small_figures()", "".join(f"{name} = {value}\n" for name, value in budgets.items()))  # end of Settings
+if width is not None:  # the digits UNet (the notebook's only block_out_channels; the latent UNet's are in mmlab.ldm)
+    if src.count("block_out_channels=(32, 64)") != 1:
+        raise SystemExit("the digits UNet's block_out_channels=(32, 64) is not in notebook 05: update this script")
+    src = src.replace("block_out_channels=(32, 64)", f"block_out_channels=({width}, {2 * width})")
+    budgets["DIGITS_WIDTH"] = width
 digits, latent, toy = (src.index(first) for first in ("from diffusers import UNet2DModel", "from mmlab import clip as mclip",
                                                       "angles = torch.arange(8)"))
 if parts == ["--digits-only"]:
