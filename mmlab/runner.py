@@ -8,6 +8,7 @@ that ``summary.json`` keeps).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -216,10 +217,8 @@ def _kill_on_stop(client, stop: threading.Event, finished: threading.Event) -> N
         if stop.wait(0.2):
             pid = getattr(getattr(client.km, "provisioner", None), "pid", None)
             if pid is not None and not finished.is_set():
-                try:
+                with contextlib.suppress(ProcessLookupError):  # the kernel exited on its own: nothing left to kill
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             return
 
 
