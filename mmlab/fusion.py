@@ -132,6 +132,6 @@ def train_fusion(task: PlantedTask, fusion: str, num_steps: int = 400, batch_siz
     def loss_fn(m: FusionClassifier, b: PlantedTask) -> torch.Tensor:
         return F.cross_entropy(m(b.inputs), b.labels)
 
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3, foreach=True)
     history = train(model, batch_fn, loss_fn, optimizer, num_steps, progress=progress, desc=f"{task.name}/{fusion}")
     return model.eval(), history

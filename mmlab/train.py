@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 
@@ -143,6 +147,40 @@ def to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, (list, tuple)):
         return type(batch)(to_device(v, device) for v in batch)
     return batch
+
+
+class BatchStore:
+    """``batch_fn(step)`` made once per step and kept on disk, for several trainings on the same batches.
+
+    When models train on the same batches of frozen features (notebook 04's three VQA-style models read the same
+    tiny-CLIP regions of the same scenes), the first training makes each batch and the later ones read it back:
+    the same float32 bytes (safetensors), so every training is exactly what it would be on freshly made batches,
+    and a batch costs ~1 MB of disk instead of memory. ``batch_fn`` returns a dict of tensors. Files are written
+    whole (temporary file + rename) into a temporary folder that is deleted with the store or at exit.
+    """
+
+    def __init__(self, batch_fn: Callable[[int], dict[str, torch.Tensor]], directory: str | Path | None = None) -> None:
+        self.batch_fn = batch_fn
+        self._tmp = None if directory is not None else tempfile.TemporaryDirectory(prefix="mmlab-batches-")
+        self.directory = Path(directory if directory is not None else self._tmp.name)
+        self.made = self.read = 0
+
+    def __call__(self, step: int) -> dict[str, torch.Tensor]:
+        path = self.directory / f"{step}.safetensors"
+        if path.exists():
+            self.read += 1
+            return load_file(path)
+        batch = self.batch_fn(step)
+        if not isinstance(batch, dict) or not all(isinstance(v, torch.Tensor) for v in batch.values()):
+            raise TypeError(f"batch_fn must return a dict of tensors, got {type(batch).__name__}")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        save_file({k: v.detach().contiguous().cpu() for k, v in batch.items()}, tmp)
+        os.replace(tmp, path)
+        self.made += 1
+        return batch
+
+    def __repr__(self) -> str:
+        return f"BatchStore({self.directory}, made={self.made}, read={self.read})"
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, num_steps: int, warmup: int = 50) -> torch.optim.lr_scheduler.LambdaLR:

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from mmlab.train import History, count_parameters, train
+from mmlab.train import BatchStore, History, count_parameters, train, warmup_cosine
 
 
 def _fit(seed):
@@ -82,3 +82,72 @@ def test_count_parameters_of_a_module_and_of_some_tensors():
     net[0].requires_grad_(False)
     assert count_parameters(net) == 3 * 4 + 4 + 4 * 2 + 2
     assert count_parameters(p for p in net.parameters() if p.requires_grad) == 4 * 2 + 2
+
+
+def test_batch_store_makes_each_batch_once_and_reads_back_the_same_bytes(tmp_path):
+    calls = []
+
+    def batch_fn(step):
+        calls.append(step)
+        g = torch.Generator().manual_seed(step)
+        return {"x": torch.randn(4, 3, generator=g), "ids": torch.randint(10, (4,), generator=g)}
+
+    store = BatchStore(batch_fn)
+    first = [store(s) for s in range(3)]
+    again = [store(s) for s in range(3)]
+    assert calls == [0, 1, 2] and (store.made, store.read) == (3, 3)
+    for a, b in zip(first, again):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) and a[k].dtype == b[k].dtype for k in a)
+    assert not list(store.directory.glob(".*.tmp"))               # written whole: no temporary file left behind
+    folder = store.directory
+    del store
+    assert not folder.exists()                                     # its temporary folder goes with it
+    kept = BatchStore(batch_fn, directory=tmp_path)
+    kept(5)
+    assert (tmp_path / "5.safetensors").is_file()
+    with pytest.raises(TypeError, match="dict of tensors"):
+        BatchStore(lambda step: (torch.zeros(1),), directory=tmp_path)(0)
+
+
+def test_two_trainings_on_a_batch_store_match_fresh_batches():
+    def batch_fn(step):
+        g = torch.Generator().manual_seed(step)
+        x = torch.randn(16, 3, generator=g)
+        return {"x": x, "y": x.sum(1, keepdim=True)}
+
+    def fit(fn):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+        train(model, fn, lambda m, b: torch.nn.functional.mse_loss(m(b["x"]), b["y"]),
+              torch.optim.Adam(model.parameters(), lr=1e-2), 30, progress=False)
+        return model
+
+    store = BatchStore(batch_fn)
+    fresh, made, read = fit(batch_fn), fit(store), fit(store)
+    assert store.read == 30
+    for m in (made, read):
+        assert all(torch.equal(a, b) for a, b in zip(fresh.parameters(), m.parameters()))
+
+
+@pytest.mark.parametrize("cls, kwargs", [(torch.optim.Adam, {"lr": 3e-3}), (torch.optim.AdamW, {"lr": 3e-3}),
+                                         (torch.optim.AdamW, {"lr": 2e-3, "weight_decay": 0.0}),
+                                         (torch.optim.AdamW, {"lr": 3e-3, "weight_decay": 0.1})])
+def test_foreach_adam_is_the_same_update_as_the_per_tensor_loop(cls, kwargs):
+    # The notebooks build Adam/AdamW with foreach=True for speed: on the CPU it must change no number.
+    models = []
+    for foreach in (None, True):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.GroupNorm(2, 8), torch.nn.SiLU(), torch.nn.Flatten(),
+                                    torch.nn.Linear(8 * 6 * 6, 16), torch.nn.LayerNorm(16), torch.nn.Linear(16, 4))
+        model[5].weight.requires_grad_(False)                    # a frozen parameter in the list
+        opt = cls(model.parameters(), foreach=foreach, **kwargs)
+        sched = warmup_cosine(opt, 60, warmup=5)
+        g = torch.Generator().manual_seed(1)
+        for _ in range(60):
+            x, y = torch.randn(8, 3, 8, 8, generator=g), torch.randint(4, (8,), generator=g)
+            opt.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            sched.step()
+        models.append(model)
+    assert all(torch.equal(a, b) for a, b in zip(*(m.parameters() for m in models)))

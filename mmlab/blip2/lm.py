@@ -94,7 +94,7 @@ def pretrain_lm(config: TinyBlip2Recipe, tokenizer: PreTrainedTokenizerFast, wor
         target = [t.strip() for t in tokenizer.batch_decode(batch["input_ids"][:, k:], skip_special_tokens=True)]
         return {"read_em": sum(a == b for a, b in zip(written, target)) / len(target)}
 
-    optimizer = torch.optim.AdamW(lm.parameters(), lr=config.lm_lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(lm.parameters(), lr=config.lm_lr, weight_decay=0.0, foreach=True)
     history = train(lm, batch_fn, loss_fn, optimizer, config.lm_steps, eval_fn=eval_fn, eval_every=max(1, config.lm_steps // 4),
                     progress=progress, desc="LM: read the prefix")
     return lm.eval(), history

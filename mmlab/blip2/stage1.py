@@ -175,7 +175,8 @@ def train_stage1(model: Blip2ForConditionalGeneration, processor: Blip2Processor
     def loss_fn(m: QFormerPretrainer, batch) -> torch.Tensor:
         return m(*batch)["loss"]
 
-    optimizer = torch.optim.AdamW(pretrainer.parameters(), lr=config.stage1_lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(pretrainer.parameters(), lr=config.stage1_lr, weight_decay=config.weight_decay,
+                                  foreach=True)
     history = train(pretrainer, batch_fn, loss_fn, optimizer, config.stage1_steps, seed=config.seed,
                     lr_scheduler=warmup_cosine(optimizer, config.stage1_steps, warmup=20), progress=progress,
                     desc="stage 1: ITC + ITM + ITG")

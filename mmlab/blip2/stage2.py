@@ -44,7 +44,8 @@ def train_stage2(model: Blip2ForConditionalGeneration, processor: Blip2Processor
         return {"em_seen": exact_match(caption(m, processor, seen.images), seen.captions),
                 "em_heldout": exact_match(caption(m, processor, heldout.images), heldout.captions)}
 
-    optimizer = torch.optim.AdamW(trainable_parameters(model), lr=config.stage2_lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(trainable_parameters(model), lr=config.stage2_lr, weight_decay=config.weight_decay,
+                                  foreach=True)
     scheduler = warmup_cosine(optimizer, config.stage2_steps, warmup=20)
     return train(model, batch_fn, loss_fn, optimizer, config.stage2_steps, eval_fn=eval_fn, eval_every=eval_every,
                  lr_scheduler=scheduler, progress=progress, desc="stage 2: Q-Former -> frozen LM", seed=config.seed)
@@ -128,7 +129,8 @@ def train_patch_prefix(captioner: PatchPrefixCaptioner, processor: Blip2Processo
         return {"em_seen": exact_match(m.caption(processor, seen.images), seen.captions),
                 "em_heldout": exact_match(m.caption(processor, heldout.images), heldout.captions)}
 
-    optimizer = torch.optim.AdamW(captioner.projection.parameters(), lr=config.stage2_lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(captioner.projection.parameters(), lr=config.stage2_lr,
+                                  weight_decay=config.weight_decay, foreach=True)
     return train(captioner, batch_fn, loss_fn, optimizer, config.stage2_steps, eval_fn=eval_fn, eval_every=eval_every,
                  lr_scheduler=warmup_cosine(optimizer, config.stage2_steps, warmup=20), progress=progress,
                  desc="ablation: all image tokens -> LM", seed=config.seed)
