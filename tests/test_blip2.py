@@ -1,6 +1,8 @@
 """The tiny BLIP-2: stage-1 masks (and that the real Blip2QFormerModel obeys them), the model wiring,
 captioning and its errors, the loader round trip, and the cached tiny_blip2 recipe."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from transformers import Blip2Processor, OPTForCausalLM
@@ -194,3 +196,64 @@ def test_pretrained_branch_calls_run_on_a_saved_model(parts, tmp_path):
     assert inputs["pixel_values"].shape == (1, 3, 32, 32)
     out = big.generate(**inputs, max_new_tokens=3)
     assert out.shape[0] == 1 and isinstance(big_processor.batch_decode(out, skip_special_tokens=True)[0], str)
+
+
+def test_tower_passes_its_tokens_through(parts, world):
+    *_, processor, model = parts
+    tower = model.vision_model
+    with torch.no_grad():
+        tokens = tower(mb.pixel_values(processor, world.sample(3, "train", seed=0).images)).last_hidden_state
+        assert torch.equal(tower(tokens).last_hidden_state, tokens)
+    with pytest.raises(ValueError, match=f"\\(N, T, {tower.hidden_size}\\)"):
+        tower(tokens[..., :-1])
+    with pytest.raises(ValueError, match="images .* or tokens"):
+        tower(tokens[0])
+
+
+def test_stage2_batches_train_exactly_as_fresh_batches(parts, world):
+    """Stage 2 and the per-token connector give the same losses and weights from stored tokens as from images."""
+    clip_model, lm, tokenizer, processor, _ = parts
+    recipe = mb.TinyBlip2Recipe(stage2_steps=3, batch_size=8)
+
+    def stage2(batches):
+        model = mb.build_blip2(recipe, clip_model, TinyClipRecipe().model_cfg, lm, tokenizer)
+        history = mb.train_stage2(model, processor, world, recipe, progress=False, eval_every=3, eval_n=4, batches=batches)
+        return history, model
+
+    def patch(model, batches):
+        torch.manual_seed(0)  # the projection's initialisation
+        captioner = mb.PatchPrefixCaptioner(model.vision_model, model.language_model, model.vision_model.hidden_size)
+        return mb.train_patch_prefix(captioner, processor, world, recipe, progress=False, eval_every=3, eval_n=4,
+                                     batches=batches), captioner
+
+    fresh, fresh_model = stage2(None)
+    batches = mb.Stage2Batches(fresh_model.vision_model, processor, world, recipe)
+    running_stats = [b.clone() for b in fresh_model.vision_model.buffers()]
+    stored, stored_model = stage2(batches)
+    assert (batches.made, batches.read) == (3, 0)
+    assert stored.losses == fresh.losses and stored.evals == fresh.evals
+    for a, b in zip(mb.trainable_parameters(fresh_model), mb.trainable_parameters(stored_model)):
+        assert torch.equal(a, b)
+    assert all(torch.equal(a, b) for a, b in zip(running_stats, fresh_model.vision_model.buffers()))  # BatchNorm frozen
+    again, _ = stage2(batches)  # another model's tower with the same weights reads the stored tokens
+    assert batches.read == 3 and again.losses == fresh.losses
+    (fresh_patch, fresh_captioner), (stored_patch, stored_captioner) = patch(fresh_model, None), patch(fresh_model, batches)
+    assert batches.read == 6 and stored_patch.losses == fresh_patch.losses
+    assert torch.equal(fresh_captioner.projection.weight, stored_captioner.projection.weight)
+
+
+def test_stage2_batches_refuse_other_trainings(parts, world):
+    clip_model, lm, tokenizer, processor, model = parts
+    batches = mb.Stage2Batches(model.vision_model, processor, world, SMALL)
+    with pytest.raises(ValueError, match="batches were made for"):
+        mb.train_stage2(model, processor, world, replace(SMALL, seed=1), progress=False, batches=batches)
+    with pytest.raises(ValueError, match="another ShapesWorld"):
+        mb.train_stage2(model, processor, ShapesWorld(image_size=32, seed=1), SMALL, progress=False, batches=batches)
+    other = mb.build_blip2(SMALL, build_clip(TinyClipRecipe().model_cfg, seed=1), TinyClipRecipe().model_cfg, lm, tokenizer)
+    with pytest.raises(ValueError, match="other weights"):
+        mb.train_stage2(other, processor, world, SMALL, progress=False, batches=batches)
+    with pytest.raises(ValueError, match="views"):
+        mb.Stage2Batches(model.vision_model, processor, world, replace(SMALL, views=("rgb",)))
+    with pytest.raises(TypeError, match="ClipImageTower"):
+        mb.Stage2Batches(torch.nn.Identity(), processor, world, SMALL)
+    assert batches.made == 0  # every refusal came before a batch was made

@@ -54,7 +54,7 @@ from mmlab.blip2.processor import (
 )
 from mmlab.blip2.recipe import TinyBlip2Recipe, lm_config, qformer_config
 from mmlab.blip2.stage1 import QFormerPretrainer, carry_stage1, stage1_masks, train_stage1
-from mmlab.blip2.stage2 import PatchPrefixCaptioner, train_patch_prefix, train_stage2
+from mmlab.blip2.stage2 import PatchPrefixCaptioner, Stage2Batches, train_patch_prefix, train_stage2
 from mmlab.cache import cached
 from mmlab.clip_training import TinyClipRecipe, tiny_clip, tiny_clip_dir
 from mmlab.data import ShapesWorld
@@ -62,7 +62,7 @@ from mmlab.runtime import tensor_digest
 
 __all__ = [
     "BOS", "DEC", "EOS", "IMAGE", "PAD", "SPECIAL_TOKENS", "UNK", "VIEWS", "ClipImageTower", "PatchPrefixCaptioner",
-    "QFormerPretrainer", "TinyBlip2Recipe", "TinyBlip2ForConditionalGeneration", "attribute_captions", "build_blip2",
+    "QFormerPretrainer", "Stage2Batches", "TinyBlip2Recipe", "TinyBlip2ForConditionalGeneration", "attribute_captions", "build_blip2",
     "build_processor", "build_tokenizer", "caption", "caption_batch", "caption_words", "carry_stage1", "exact_match",
     "image_views", "lm_config", "lm_inputs", "load_blip2", "pixel_values", "prefix_embeds", "pretrain_lm",
     "qformer_config", "read_prefix_batch", "save_blip2", "stage1_masks", "tiny_blip2", "tiny_clip_folder",

@@ -87,7 +87,17 @@ class ClipImageTower(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False, return_dict: bool = True,
                 **kwargs) -> BaseModelOutputWithPooling:
-        tokens = torch.cat([self.tokens(v) for v in image_views(pixel_values, self.views)], 1)  # (N, V*G*G, C)
+        """``pixel_values`` (N, 3, S, S) normalised images, or (N, T, C) tokens this tower already made, which pass
+        through: trainings that see the same images again (:func:`mmlab.blip2.stage2_batches`) run the frozen
+        encoder once, and ``Blip2ForConditionalGeneration.forward`` hands ``pixel_values`` to the tower unchanged."""
+        if pixel_values.ndim == 3:
+            if pixel_values.shape[-1] != self.hidden_size:
+                raise ValueError(f"pixel_values as tokens must be (N, T, {self.hidden_size}), got {tuple(pixel_values.shape)}")
+            tokens = pixel_values
+        elif pixel_values.ndim == 4:
+            tokens = torch.cat([self.tokens(v) for v in image_views(pixel_values, self.views)], 1)  # (N, V*G*G, C)
+        else:
+            raise ValueError(f"pixel_values must be images (N, 3, S, S) or tokens (N, T, C), got {tuple(pixel_values.shape)}")
         return BaseModelOutputWithPooling(last_hidden_state=tokens, pooler_output=tokens.mean(1))
 
 

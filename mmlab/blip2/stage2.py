@@ -10,27 +10,83 @@ from transformers import (
     OPTForCausalLM,
 )
 
-from mmlab.blip2.model import caption, exact_match, trainable_parameters
+from mmlab.blip2.model import ClipImageTower, caption, exact_match, trainable_parameters
 from mmlab.blip2.processor import BOS, PAD, caption_batch, lm_inputs, pixel_values
 from mmlab.blip2.recipe import TinyBlip2Recipe
 from mmlab.data import ShapesWorld
-from mmlab.train import History, train, warmup_cosine
+from mmlab.train import BatchStore, History, train, warmup_cosine
+
+
+def _images_and_captions(world: ShapesWorld, config: TinyBlip2Recipe, step: int) -> tuple[torch.Tensor, list[str]]:
+    """The images (N, 3, H, W) and captions of stage-2 batch ``step`` (every stage-2-length training draws these)."""
+    return caption_batch(world, config.batch_size, seed=config.seed * 1_000_003 + step,
+                         attribute_batches=config.attribute_batches, shape_fraction=config.shape_fraction,
+                         color_fraction=config.color_fraction)
+
+
+class Stage2Batches(BatchStore):
+    """Stage 2's batches with the frozen encoder's tokens, made once for every training that sees them.
+
+    Notebook 02 trains four models on the same stage-2 batches through the same frozen tower (stage 2 with and
+    without stage 1, and the two per-token connectors), so a batch's image tokens are the same floats each time:
+    the first training runs the encoder and writes them (:class:`~mmlab.train.BatchStore`), the later ones read
+    them back. Batch ``step`` is ``{"pixel_values": (N, T, C) tokens, "input_ids", "attention_mask", "labels"}``
+    (:func:`lm_inputs` with K image tokens): what ``Blip2ForConditionalGeneration`` takes, since
+    :class:`ClipImageTower` passes tokens through.
+    """
+
+    def __init__(self, tower: ClipImageTower, processor: Blip2Processor, world: ShapesWorld, config: TinyBlip2Recipe,
+                 directory=None) -> None:
+        if not isinstance(tower, ClipImageTower):
+            raise TypeError(f"tower must be a ClipImageTower, got {type(tower).__name__}")
+        if tower.views != tuple(config.views):
+            raise ValueError(f"tower views {tower.views} differ from config.views {tuple(config.views)}")
+        self.tower, self.processor, self.world, self.config = tower, processor, world, config
+        k = config.num_query_tokens
+
+        def batch_fn(step: int) -> dict[str, torch.Tensor]:
+            images, captions = _images_and_captions(world, config, step)
+            device = tower.resnet.conv1.weight.device
+            tower.eval()  # train() has just put the model it belongs to in train mode: BatchNorm must stay frozen
+            with torch.no_grad():
+                tokens = tower(pixel_values(processor, images).to(device)).last_hidden_state  # (N, T, C), frozen
+            return {"pixel_values": tokens, **lm_inputs(processor.tokenizer, captions, k)}
+
+        super().__init__(batch_fn, directory)
+
+    def check(self, tower: nn.Module, processor: Blip2Processor, world: ShapesWorld, config: TinyBlip2Recipe) -> None:
+        """Raise unless these batches are the ones a training of ``config`` on ``world`` through ``tower`` would make."""
+        if config != self.config:
+            raise ValueError(f"batches were made for {self.config}, not {config}")
+        if world is not self.world:
+            raise ValueError("batches were made from another ShapesWorld than world")
+        if processor.tokenizer.get_vocab() != self.processor.tokenizer.get_vocab():
+            raise ValueError("batches were made with another tokenizer than processor's")
+        ours, theirs = self.tower.state_dict(), tower.state_dict()
+        if tower is not self.tower and (ours.keys() != theirs.keys()
+                                        or not all(torch.equal(ours[n], theirs[n].to(ours[n].device)) for n in ours)):
+            raise ValueError("batches were made by an image tower with other weights than this model's")
 
 
 def train_stage2(model: Blip2ForConditionalGeneration, processor: Blip2Processor, world: ShapesWorld,
-                 config: TinyBlip2Recipe, progress: bool = True, eval_every: int = 100, eval_n: int = 240) -> History:
+                 config: TinyBlip2Recipe, progress: bool = True, eval_every: int = 100, eval_n: int = 240,
+                 batches: Stage2Batches | None = None) -> History:
     """Stage 2: the LM loss of ``Blip2ForConditionalGeneration`` on :func:`caption_batch`, training only
-    :func:`trainable_parameters` (the image encoder and the LM stay frozen).
+    :func:`trainable_parameters` (the image encoder and the LM stay frozen). ``batches``: the same batches with
+    the frozen tokens made once (:class:`Stage2Batches`); the training is the same either way.
 
     Returns the :class:`History` with evals ``em_seen`` and ``em_heldout`` (exact match of greedy captions).
     """
     k = model.config.num_query_tokens
     tokenizer = processor.tokenizer
 
+    if batches is not None:
+        batches.check(model.vision_model, processor, world, config)
+
     def batch_fn(step: int):
-        images, captions = caption_batch(world, config.batch_size, seed=config.seed * 1_000_003 + step,
-                                         attribute_batches=config.attribute_batches, shape_fraction=config.shape_fraction,
-                                         color_fraction=config.color_fraction)
+        if batches is not None:
+            return batches(step)  # the same batch, its pixels already through the frozen tower
+        images, captions = _images_and_captions(world, config, step)
         return {"pixel_values": pixel_values(processor, images), **lm_inputs(tokenizer, captions, k)}
 
     def loss_fn(m: Blip2ForConditionalGeneration, batch) -> torch.Tensor:
@@ -107,14 +163,21 @@ class PatchPrefixCaptioner(nn.Module):
 
 
 def train_patch_prefix(captioner: PatchPrefixCaptioner, processor: Blip2Processor, world: ShapesWorld,
-                       config: TinyBlip2Recipe, progress: bool = True, eval_every: int = 100, eval_n: int = 240) -> History:
-    """Train only ``captioner.projection`` with the stage-2 recipe (same batches, steps, schedule and evals)."""
+                       config: TinyBlip2Recipe, progress: bool = True, eval_every: int = 100, eval_n: int = 240,
+                       batches: Stage2Batches | None = None) -> History:
+    """Train only ``captioner.projection`` with the stage-2 recipe (same batches, steps, schedule and evals);
+    ``batches`` as in :func:`train_stage2` (its K image tokens are dropped: this prefix is the T patch tokens)."""
     tokenizer = processor.tokenizer
 
+    k = config.num_query_tokens
+    if batches is not None:
+        batches.check(captioner.vision_model, processor, world, config)
+
     def batch_fn(step: int):
-        images, captions = caption_batch(world, config.batch_size, seed=config.seed * 1_000_003 + step,
-                                         attribute_batches=config.attribute_batches, shape_fraction=config.shape_fraction,
-                                         color_fraction=config.color_fraction)
+        if batches is not None:  # the stored batch (tokens for pixels), without its K image tokens
+            b = batches(step)
+            return b["pixel_values"], b["input_ids"][:, k:], b["attention_mask"][:, k:], b["labels"][:, k:]
+        images, captions = _images_and_captions(world, config, step)
         text = lm_inputs(tokenizer, captions, 0)
         return pixel_values(processor, images), text["input_ids"], text["attention_mask"], text["labels"]
 
