@@ -88,7 +88,7 @@ class ClipImageTower(nn.Module):
     def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False, return_dict: bool = True,
                 **kwargs) -> BaseModelOutputWithPooling:
         """``pixel_values`` (N, 3, S, S) normalised images, or (N, T, C) tokens this tower already made, which pass
-        through: trainings that see the same images again (:func:`mmlab.blip2.stage2_batches`) run the frozen
+        through: trainings that see the same images again (:class:`mmlab.blip2.Stage2Batches`) run the frozen
         encoder once, and ``Blip2ForConditionalGeneration.forward`` hands ``pixel_values`` to the tower unchanged."""
         if pixel_values.ndim == 3:
             if pixel_values.shape[-1] != self.hidden_size:
