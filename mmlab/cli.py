@@ -4,6 +4,7 @@
     mmlab run [NAME ...]        # execute (all or the named) notebooks, write the HTML book into book/
     mmlab run --inplace 01      # also store the executed outputs back into notebooks/ (maintainers)
     mmlab run --jobs 2          # two notebooks at a time, one core each (less wall time)
+    mmlab run --studies 05      # also run the measured-only studies (default: their stored results are shown)
     mmlab book                  # the HTML book from the notebooks' stored outputs (executes nothing)
     mmlab copy DIR              # editable copies of the notebooks, e.g. beside a pip-installed mmlab
     mmlab seeds 01 | bench | doctor | cache
@@ -230,7 +231,7 @@ def write_book(build: Path, directory: Path | None = None) -> int:
 def copy_notebooks(target: Path, force: bool = False, directory: Path | None = None) -> int:
     """Editable copies of the notebooks (and their seed tables) in ``target``; existing files only with ``force``."""
     source = directory or notebooks_dir()
-    files = find_notebooks(source, []) + sorted((source / "seeds").glob("*.json"))
+    files = find_notebooks(source, []) + sorted((source / "seeds").glob("*.json")) + sorted((source / "studies").glob("*.json"))
     clashes = [target / f.relative_to(source) for f in files if (target / f.relative_to(source)).exists()]
     if clashes and not force:
         raise SystemExit(f"mmlab: {len(clashes)} files already exist in {target} (e.g. {clashes[0].name}); "
@@ -258,13 +259,15 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--no-progress", action="store_true", help="no progress bars")
     p_run.add_argument("--seed", type=int, default=None, help="MMLAB_SEED for the notebooks (default 0)")
     p_run.add_argument("--pretrained", action="store_true", help="MMLAB_PRETRAINED=1: also load real checkpoints if the hub answers")
+    p_run.add_argument("--studies", action="store_true",
+                       help="MMLAB_STUDIES=1: run the measured-only studies (stored in notebooks/studies/) instead of showing them")
     p_run.add_argument("--jobs", "-j", type=int, default=1,
                        help="notebooks run at once, the cores split between them (default 1; e.g. 2 on 2 cores: less wall time)")
     p_book = sub.add_parser("book", help="write the HTML book from the notebooks' stored outputs (executes nothing)")
     p_book.add_argument("--book", "--build", dest="build", type=Path, default=book.BOOK_DIR,
                         help=f"the HTML book's folder (default: {book.BOOK_DIR})")
     p_book.add_argument("--dir", type=Path, default=None, help="notebooks folder (default: ./notebooks)")
-    p_copy = sub.add_parser("copy", help="copy the notebooks (and their seed tables) into DIR to open and edit them")
+    p_copy = sub.add_parser("copy", help="copy the notebooks (and their seed tables and studies) into DIR to open and edit them")
     p_copy.add_argument("target", type=Path, metavar="DIR")
     p_copy.add_argument("--force", action="store_true", help="overwrite files that already exist in DIR")
     p_copy.add_argument("--dir", type=Path, default=None, help="notebooks folder (default: the installed ones)")
@@ -302,10 +305,18 @@ def main(argv: list[str] | None = None) -> int:
         if any(s < 0 for s in args.seeds):
             raise SystemExit(f"mmlab: --seeds must be non-negative integers, got {args.seeds}")
         failed = 0
-        for path in find_notebooks(args.dir or notebooks_dir(), args.names):
-            study = run_study(path, args.seeds, timeout=args.timeout, inplace=args.inplace)
-            print(format_table(study))
-            failed += sum(r["status"] != "ok" for r in study["rows"])
+        before = os.environ.get("MMLAB_STUDIES")
+        os.environ["MMLAB_STUDIES"] = "1"  # the kernels run the measured-only studies: each seed's "(measured)" rows are its own
+        try:
+            for path in find_notebooks(args.dir or notebooks_dir(), args.names):
+                study = run_study(path, args.seeds, timeout=args.timeout, inplace=args.inplace)
+                print(format_table(study))
+                failed += sum(r["status"] != "ok" for r in study["rows"])
+        finally:
+            if before is None:
+                del os.environ["MMLAB_STUDIES"]
+            else:
+                os.environ["MMLAB_STUDIES"] = before
         return 1 if failed else 0
     if args.command == "list":
         for path in find_notebooks(args.dir or notebooks_dir(), []):
@@ -318,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
         env["MMLAB_SEED"] = str(args.seed)
     if args.pretrained:
         env["MMLAB_PRETRAINED"] = "1"
+    if args.studies:
+        env["MMLAB_STUDIES"] = "1"
     return run(args.names, args.build, inplace=args.inplace, timeout=args.timeout, directory=args.dir,
                progress=not args.no_progress, env=env, jobs=args.jobs)
 

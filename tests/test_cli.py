@@ -236,25 +236,30 @@ def test_cache_lists_and_clears(monkeypatch, capsys, tmp_path):
     assert cache.entries() == []
 
 
-def test_seed_and_pretrained_flags_reach_the_kernel(tmp_path):
+def test_seed_pretrained_and_studies_flags_reach_the_kernel(tmp_path):
     folder = tmp_path / "notebooks"
     folder.mkdir()
     _nb(folder / "01_env.ipynb", ["import os\nfrom mmlab.runtime import report\n"
-                                  "report('01', {'seed': int(os.environ['MMLAB_SEED']), 'asked': os.environ['MMLAB_PRETRAINED'] == '1'})"])
+                                  "report('01', {'seed': int(os.environ['MMLAB_SEED']), 'asked': os.environ['MMLAB_PRETRAINED'] == '1',\n"
+                                  "              'studies': os.environ.get('MMLAB_STUDIES') == '1'})"])
     build = tmp_path / "book"
-    assert cli.main(["run", "--seed", "3", "--pretrained", "--dir", str(folder), "--build", str(build), "--no-progress"]) == 0
+    assert cli.main(["run", "--seed", "3", "--pretrained", "--studies", "--dir", str(folder), "--build", str(build), "--no-progress"]) == 0
     (record,) = json.loads((build / "summary.json").read_text())
-    assert record["report"]["bars"] == {"seed": 3.0, "asked": 1.0} and record["report"]["seed"] == 3
+    assert record["report"]["bars"] == {"seed": 3.0, "asked": 1.0, "studies": 1.0} and record["report"]["seed"] == 3
 
 
 def test_seeds_command_writes_a_table(tmp_path, capsys):
     folder = tmp_path / "notebooks"
     folder.mkdir()
-    _nb(folder / "01_toy.ipynb", ["from mmlab.runtime import report, seed\nreport('01', {'acc (>= 0.5)': 0.5 + seed() / 10})\n"
+    _nb(folder / "01_toy.ipynb", ["import os\nfrom mmlab.runtime import report, seed\n"
+                                  "report('01', {'acc (>= 0.5)': 0.5 + seed() / 10, 'studies ran': os.environ['MMLAB_STUDIES'] == '1'})\n"
                                   "assert seed() != 2, 'seed 2 misses the bar'"])
+    before = os.environ.get("MMLAB_STUDIES")
     assert cli.main(["seeds", "01", "--seeds", "0", "1", "2", "--dir", str(folder)]) == 1  # seed 2 failed
+    assert os.environ.get("MMLAB_STUDIES") == before  # set for the study's kernels only
     study = json.loads((folder / "seeds" / "01_toy.json").read_text())
     assert [r["status"] for r in study["rows"]] == ["ok", "ok", "failed"]
+    assert study["summary"]["studies ran"]["min"] == 1.0  # every seed ran the optional studies
     agg = study["summary"]["acc (>= 0.5)"]
     assert agg["min"] == 0.5 and abs(agg["mean"] - 0.6) < 1e-9 and agg["n"] == 3
     out = capsys.readouterr().out
@@ -335,6 +340,7 @@ def test_a_wheel_carries_the_notebooks(tmp_path):
     assert len(listed.stdout.strip().splitlines()) == 5 and "05_stable_diffusion" in listed.stdout
     subprocess.run([str(env_dir / "bin" / "mmlab"), "copy", "mine"], cwd=elsewhere, check=True, capture_output=True)
     assert len(list((elsewhere / "mine").glob("*.ipynb"))) == 5 and len(list((elsewhere / "mine" / "seeds").glob("*.json"))) == 5
+    assert len(list((elsewhere / "mine" / "studies").glob("*.json"))) == 3  # the optional studies' stored results
 
 
 def test_bench_profile_lists_the_slowest_cells(tmp_path, capsys):
