@@ -6,12 +6,15 @@ one function in the notebook and called through :func:`run`:
 
 * ``MMLAB_STUDIES=1`` (``mmlab run --studies``; ``mmlab seeds`` always sets it): the function runs here, and what it
   returns is stored in ``studies/<notebook>.json`` beside the notebook, per seed, with the function's source, the
-  digest of every ``mmlab`` module loaded at the time, and when, where and with how many threads it ran.
-* Otherwise (the default): the stored result is shown, labelled as a stored run, with where it came from.
+  SHA-256 of the notebook's code cells and of every ``mmlab`` module loaded at the time (the digests of the
+  notebook's own stamp, :mod:`mmlab.stamp`), and the CPU, threads and time of the run. Runs of other seeds made with
+  other code are dropped from the file.
+* Otherwise (the default): the stored result is shown, labelled with where and when it ran.
 
 A stored result is refused when the function's source differs from the one that produced it (the reader edited the
-study: it must run); ``tests/test_stale.py`` fails when the notebook's code cells or a module the study ran against
-have changed since (as it does for the notebook's own outputs), so CI never shows a result of other code.
+study: it must run); ``tests/test_studies.py`` fails when the notebook's code cells or a module the study ran against
+have changed since (the rule ``tests/test_stale.py`` applies to the notebook's own outputs), so CI never shows a result
+of other code.
 """
 
 from __future__ import annotations
