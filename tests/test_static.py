@@ -40,7 +40,7 @@ def test_no_hard_coded_device(path):
     assert not hits, f"{path.name} names a device ({hits}): take a device argument, defaulting to the model's or runtime.device()"
 
 
-TIME_NAMES = r"(seconds|_s\b|_ms\b|speed|speedup|perf_counter|time\.time|BUDGET)"
+TIME_NAMES = r"(seconds|_s\b|_ms\b|speed|speedup|timing|elapsed|perf_counter|time\.time|BUDGET)"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS + sorted((ROOT / "tests").glob("test_*.py")), ids=lambda p: p.name)
