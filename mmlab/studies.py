@@ -117,12 +117,10 @@ def run(notebook: str, name: str, fn: Callable[[], Any], directory: str | Path |
 
 def _machine() -> str:
     """The CPU's model name, cores, and torch with the CPU kernels it chose (another CPU acts as another seed)."""
-    name = platform.processor() or platform.machine()
-    try:
-        name = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpuinfo = Path("/proc/cpuinfo")  # Linux only; elsewhere platform's (coarser) name
+    models = ([line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+              if cpuinfo.is_file() else [])
+    name = models[0] if models else platform.processor() or platform.machine()
     gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
     return f"{name} ({os.cpu_count()} cores{gpu}), torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()})"
 
