@@ -5,7 +5,9 @@ sizes, through the bars (the score/Langevin checks included), and print the figu
 
 NAME is one of the Settings cell's budgets: DIGITS_STEPS, DIGITS_BATCH, VAE_STEPS, VAE_BATCH, LDM_STEPS, LDM_BATCH,
 TOY_STEPS, TOY_BATCH, or DIGITS_WIDTH: the digits UNet's first-level channels W (block_out_channels (W, 2W); the
-notebook's 32). One part alone (after the notebook's first, cheap cells): ``--digits-only`` the digits models
+notebook's 32), or LDM_EMA: sample text-to-image from an EMA of the latent UNet's weights with decay LDM_EMA / 1000
+(the digits DDPM's ``ema_update``; the notebook samples the trained weights themselves).
+One part alone (after the notebook's first, cheap cells): ``--digits-only`` the digits models
 (DDPM, samplers, guidance, flow), ``--latent-only`` the VAE, latent UNet and text-to-image figures, ``--toy-only`` the
 2-D score net and its score/Langevin checks. MMLAB_THREADS sets the thread count (a thread count acts like a seed).
 How the budgets were chosen with it: notebook 05's appendix.
@@ -19,7 +21,7 @@ from pathlib import Path
 import matplotlib
 
 NAMES = ("DIGITS_STEPS", "DIGITS_BATCH", "VAE_STEPS", "VAE_BATCH", "LDM_STEPS", "LDM_BATCH", "TOY_STEPS", "TOY_BATCH",
-         "DIGITS_WIDTH")
+         "DIGITS_WIDTH", "LDM_EMA")
 PARTS = ("--digits-only", "--latent-only", "--toy-only")
 args = [a for a in sys.argv[1:] if not a.startswith("--")]
 parts = [a for a in sys.argv[1:] if a.startswith("--")]
@@ -41,6 +43,22 @@ if width is not None:  # the digits UNet (the notebook's only block_out_channels
         raise SystemExit("the digits UNet's block_out_channels=(32, 64) is not in notebook 05: update this script")
     src = src.replace("block_out_channels=(32, 64)", f"block_out_channels=({width}, {2 * width})")
     budgets["DIGITS_WIDTH"] = width
+ema = budgets.pop("LDM_EMA", None)
+if ema is not None:  # an EMA of the latent UNet, updated after each optimizer step, replaces it for sampling
+    train_line = 'ldm_history = train(text_unet, ldm_batch, ldm_loss, ldm_opt, LDM_STEPS, desc="latent UNet")'
+    if src.count(train_line) != 1:
+        raise SystemExit("the latent UNet's training line is not in notebook 05: update this script")
+    with_ema = train_line.replace("desc=", "after_step=lambda step: ldm_ema_update(ldm_ema, text_unet, step), desc=")
+    src = src.replace(train_line, (
+        f"def ldm_ema_update(ema_model, model, step, decay={ema / 1000!r}):\n"
+        "    with torch.no_grad():\n"
+        "        d = min(decay, (1 + step) / (10 + step))\n"
+        "        for p_ema, p in zip(ema_model.parameters(), model.parameters()):\n"
+        "            p_ema.mul_(d).add_(p, alpha=1 - d)\n"
+        "ldm_ema = copy.deepcopy(text_unet).eval().requires_grad_(False)\n"
+        f"{with_ema}\n"
+        "text_unet = ldm_ema\n"))
+    budgets["LDM_EMA"] = ema
 digits, latent, toy = (src.index(first) for first in ("from diffusers import UNet2DModel", "from mmlab import clip as mclip",
                                                       "angles = torch.arange(8)"))
 if parts == ["--digits-only"]:
