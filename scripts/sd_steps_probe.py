@@ -14,6 +14,7 @@ How the budgets were chosen with it: notebook 05's appendix.
 """
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -48,16 +49,12 @@ if ema is not None:  # an EMA of the latent UNet, updated after each optimizer s
     train_line = 'ldm_history = train(text_unet, ldm_batch, ldm_loss, ldm_opt, LDM_STEPS, desc="latent UNet")'
     if src.count(train_line) != 1:
         raise SystemExit("the latent UNet's training line is not in notebook 05: update this script")
-    with_ema = train_line.replace("desc=", "after_step=lambda step: ldm_ema_update(ldm_ema, text_unet, step), desc=")
-    src = src.replace(train_line, (
-        f"def ldm_ema_update(ema_model, model, step, decay={ema / 1000!r}):\n"
-        "    with torch.no_grad():\n"
-        "        d = min(decay, (1 + step) / (10 + step))\n"
-        "        for p_ema, p in zip(ema_model.parameters(), model.parameters()):\n"
-        "            p_ema.mul_(d).add_(p, alpha=1 - d)\n"
-        "ldm_ema = copy.deepcopy(text_unet).eval().requires_grad_(False)\n"
-        f"{with_ema}\n"
-        "text_unet = ldm_ema\n"))
+    ema_def = re.search(r"def ema_update\(.*?\n(?=\S)", src, re.S)  # the notebook's own EMA (in the digits part)
+    if ema_def is None:
+        raise SystemExit("ema_update is not in notebook 05: update this script")
+    with_ema = train_line.replace("desc=", f"after_step=lambda step: ema_update(ldm_ema, text_unet, step, decay={ema / 1000!r}), desc=")
+    src = src.replace(train_line, f"{ema_def.group(0)}\nldm_ema = copy.deepcopy(text_unet).eval().requires_grad_(False)\n"
+                                  f"{with_ema}\ntext_unet = ldm_ema\n")
     budgets["LDM_EMA"] = ema
 digits, latent, toy = (src.index(first) for first in ("from diffusers import UNet2DModel", "from mmlab import clip as mclip",
                                                       "angles = torch.arange(8)"))
