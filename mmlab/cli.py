@@ -25,7 +25,7 @@ from pathlib import Path
 
 import nbformat
 
-from mmlab import book, stamp
+from mmlab import allocator, book, stamp
 from mmlab.runner import RunResult, execute, store
 from mmlab.runtime import write_atomic
 
@@ -130,6 +130,12 @@ def run(names: list[str], build: Path, inplace: bool = False, timeout: int = 180
     before = _previous_summary(build)
     book.install_assets(build)
     env = lane_env(jobs, env)
+    try:
+        _, why = allocator.resolve({**os.environ, **env})
+    except (ValueError, RuntimeError) as exc:
+        raise SystemExit(f"mmlab: {exc}") from None
+    env.update(allocator.preload_env({**os.environ, **env}))
+    print(f"kernels' memory allocator: {why}", flush=True)
     done: dict[Path, RunResult] = {}
     lock = threading.Lock()
 
@@ -190,6 +196,8 @@ def run(names: list[str], build: Path, inplace: bool = False, timeout: int = 180
     interrupted = interrupted or any(r.status == "interrupted" for r in done.values())
     results = [done.get(p) or RunResult(p.stem, "interrupted", 0.0, None, "not finished: the run was interrupted")
                for p in paths if p in done or interrupted]
+    for r in results:  # recorded beside the seconds: runs compare only on the same allocator
+        r.allocator = allocator.name_of(env.get("LD_PRELOAD", os.environ.get("LD_PRELOAD", "")))
     rows = {**before, **{r.name: _row(r) for r in results}}
     summary = [asdict(r) for r in results]  # this run only: `mmlab bench` sums it
     write_atomic(build / "summary.json", json.dumps(summary, indent=1).encode())

@@ -24,7 +24,7 @@ def doctor() -> int:
     """Print one screen about this machine; exit 1 when a package the notebooks need is missing."""
     import torch
 
-    from mmlab import cache, pretrained, runtime
+    from mmlab import allocator, cache, pretrained, runtime
 
     print(f"python {sys.version.split()[0]} on {platform.system()} {platform.machine()}")
     missing = [p for p in PACKAGES if version(p) == "MISSING"]
@@ -33,6 +33,10 @@ def doctor() -> int:
     memory = pretrained.gpu_memory_gb(dev)  # None unless CUDA
     gpu = "" if memory is None else f" ({torch.cuda.get_device_name(dev)}, {memory:.1f} GB)"
     print(f"device: {dev}{gpu}; torch threads {runtime.set_threads()} (MMLAB_THREADS overrides); seed {runtime.seed()}")
+    try:
+        print(f"memory allocator of the notebook kernels: {allocator.resolve()[1]}")
+    except (ValueError, RuntimeError) as exc:
+        print(f"memory allocator of the notebook kernels: {exc}")
     folder = runtime.cache_dir()
     entries = cache.entries()
     usage = shutil.disk_usage(folder)

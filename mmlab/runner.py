@@ -42,6 +42,7 @@ class RunResult:
     report: dict | None = None  # the notebook's asserted figures and training seconds (mmlab.runtime.report)
     cells: list = field(default_factory=list)  # [cell index, "section | first line", seconds] per code cell
     modules: list = field(default_factory=list)  # the mmlab modules the kernel had loaded at the end
+    allocator: str = ""  # the kernel's malloc: "tcmalloc", "jemalloc" or "system" (mmlab.allocator)
 
 
 def _peak_rss_mb(pid: int | None) -> float | None:
