@@ -7,18 +7,21 @@ threads than cores slow torch down many times over. Every claim holds on one thr
 every seed"). ``pytest -n 0`` runs everything in one process, as before.
 
 The processes started from here (workers, notebook kernels) get TCMalloc where it is installed (``mmlab.allocator``),
-as ``mmlab run`` gives its kernels: faster training steps and bit-identical figures.
+as ``mmlab run`` gives its kernels: faster training steps and bit-identical figures. They also get the session's own
+``TMPDIR`` (``mmlab.scratch``), removed when the session ends: nbval kills its kernels, so their temporary files
+(notebook 04's ~1 GB ``BatchStore``) would otherwise stay in ``/tmp`` after every run.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
-from mmlab import allocator
+from mmlab import allocator, scratch
 
 MAX_WORKERS = 2  # memory: a worker and its notebook kernel take up to ~2.5 GB; and 05 alone sets the wall time
 
@@ -40,6 +43,9 @@ def pytest_configure(config):
         os.environ.update(allocator.preload_env())
     except (ValueError, RuntimeError) as exc:
         raise pytest.UsageError(str(exc)) from None
+    if not hasattr(config, "workerinput"):  # the controller (or the only process); the workers inherit its TMPDIR
+        config._mmlab_tmpdir = (os.environ.get("TMPDIR"), scratch.make("mmlab-pytest-"))
+        os.environ["TMPDIR"] = str(config._mmlab_tmpdir[1])
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if workers and "MMLAB_THREADS" not in os.environ:  # a worker: its kernels inherit these
         threads = str(max(1, _cores() // int(workers)))
@@ -47,6 +53,17 @@ def pytest_configure(config):
         import torch
 
         torch.set_num_threads(int(threads))  # the unit tests in this worker
+
+
+def pytest_unconfigure(config):
+    before, folder = getattr(config, "_mmlab_tmpdir", (None, None))
+    if folder is None:
+        return
+    shutil.rmtree(folder, ignore_errors=True)  # the workers and their kernels have exited by now
+    if before is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = before
 
 
 def _committed_seconds(path: Path) -> float:

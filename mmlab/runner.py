@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import sys
 import tempfile
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import nbformat
 
-from mmlab import book, stamp
+from mmlab import book, scratch, stamp
 from mmlab.runtime import write_atomic
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -125,7 +126,8 @@ def execute(path: Path, timeout: int = 1800, progress: bool = True, env: dict[st
     """Execute one notebook top to bottom in a fresh kernel (cwd = its folder); ``env`` adds kernel variables.
 
     The kernel's ``MMLAB_REPORT`` file (see ``mmlab.runtime.report``) is read back into ``RunResult.report``, and
-    the mmlab modules it loaded into ``RunResult.modules`` (for the stale-output stamp).
+    the mmlab modules it loaded into ``RunResult.modules`` (for the stale-output stamp). The kernel's ``TMPDIR`` is
+    a folder of its own (``mmlab.scratch``), removed when the kernel is done, also when it was killed.
     ``stop`` (for a run in a worker thread, where no signal arrives): once set, the kernel is killed and the result
     is ``"interrupted"``. ``lines``: progress as log lines, not one rewritten terminal line.
     """
@@ -176,6 +178,8 @@ def execute(path: Path, timeout: int = 1800, progress: bool = True, env: dict[st
     kernel_env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}  # the kernel draws inline figures
     kernel_env.update(env or {})
     kernel_env.update(files)
+    tmpdir = scratch.make("mmlab-kernel-")  # the kernel's TMPDIR: removed below even when the kernel was killed
+    kernel_env["TMPDIR"] = str(tmpdir)
     finished = threading.Event()
     if stop is not None:
         threading.Thread(target=_kill_on_stop, args=(client, stop, finished), daemon=True).start()
@@ -197,6 +201,7 @@ def execute(path: Path, timeout: int = 1800, progress: bool = True, env: dict[st
         finished.set()
         show.close()
         nb.cells.pop()
+        shutil.rmtree(tmpdir, ignore_errors=True)
     if stop is not None and stop.is_set() and result.status == "failed":  # its kernel was killed by stop
         result = RunResult(path.stem, "interrupted", result.seconds, result.peak_mb, "not finished: the run was interrupted")
     if getattr(client, "_async_cleanup_kernel_future", None) is not None:  # nbclient saw SIGINT/SIGTERM, killed the kernel
