@@ -97,7 +97,8 @@ def main(summary_path: Path, micro: bool = True, top: int = 0) -> int:
     for what, measured, budget in rows:
         ok = measured <= budget
         missed += not ok
-        print(f"{what[:61]:<62}{measured:>9.1f}s{budget:>8.0f}s  {'yes' if ok else 'MISSED'}")
+        shown = f"{budget:.1f}" if budget < 10 else f"{budget:.0f}"  # the yardstick's is 4.6 s: not "5 s"
+        print(f"{what[:61]:<62}{measured:>9.1f}s{shown:>8}s  {'yes' if ok else 'MISSED'}")
     for what, measured, floor in ratios(summary):
         ok = measured >= floor
         missed += not ok

@@ -354,3 +354,13 @@ def test_bench_profile_lists_the_slowest_cells(tmp_path, capsys):
     cli.main(["bench", "--summary", str(path), "--no-micro", "--profile", "3"])
     out = capsys.readouterr().out
     assert "01_a cell 3: train()" in out and out.index("train()") < out.index("sample()") < out.index("x = 1")
+
+
+def test_bench_shows_a_small_budget_as_it_is(tmp_path, capsys, monkeypatch):
+    """The yardstick's budget is 4.6 s (100 of the 2,600 steps' 120 s): shown as 4.6, not rounded to a 5 it beats."""
+    from mmlab import bench
+
+    monkeypatch.setattr(bench, "micro_benchmarks", lambda: [("yardstick", 4.8, 100 * 120 / 2600)])
+    assert bench.main(tmp_path / "absent.json") == 1
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("yardstick"))
+    assert row.split()[1:] == ["4.8s", "4.6s", "MISSED"]
