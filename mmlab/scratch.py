@@ -9,12 +9,10 @@ session, a folder of its own as ``TMPDIR``, and removes it afterwards; a folder 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -48,12 +46,3 @@ def make(prefix: str, parent: str | Path | None = None) -> Path:
     sweep(prefix, parent)
     return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent))
 
-
-@contextlib.contextmanager
-def private_tmpdir(prefix: str = "mmlab-kernel-", parent: str | Path | None = None) -> Iterator[Path]:
-    """``make(prefix, parent)`` for the ``with`` block, then removed with everything in it (also on an exception)."""
-    folder = make(prefix, parent)
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)

@@ -13,14 +13,10 @@ import pytest
 from mmlab import runner, scratch
 
 
-def test_private_tmpdir_is_removed_with_its_files_also_on_an_exception(tmp_path):
-    with pytest.raises(RuntimeError, match="inside"):
-        with scratch.private_tmpdir("mmlab-t-", tmp_path) as folder:
-            assert folder.parent == tmp_path and folder.name.startswith(f"mmlab-t-{os.getpid()}-")
-            (folder / "sub").mkdir()
-            (folder / "sub" / "batch.safetensors").write_bytes(b"x" * 1000)
-            raise RuntimeError("inside")
-    assert not folder.exists()
+def test_make_names_the_folder_after_its_owner(tmp_path):
+    folder = scratch.make("mmlab-t-", tmp_path)
+    assert folder.is_dir() and folder.parent == tmp_path and folder.name.startswith(f"mmlab-t-{os.getpid()}-")
+    assert not any(folder.iterdir())
 
 
 def test_sweep_removes_only_the_folders_of_dead_owners(tmp_path):
