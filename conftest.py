@@ -46,6 +46,8 @@ def pytest_configure(config):
     if not hasattr(config, "workerinput"):  # the controller (or the only process); the workers inherit its TMPDIR
         config._mmlab_tmpdir = (os.environ.get("TMPDIR"), scratch.make("mmlab-pytest-"))
         os.environ["TMPDIR"] = str(config._mmlab_tmpdir[1])
+    # `mmlab run` in a test runs one notebook at a time unless the test asks for more (pytest's workers share the cores)
+    os.environ.setdefault("MMLAB_JOBS", "1")
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if workers and "MMLAB_THREADS" not in os.environ:  # a worker: its kernels inherit these
         threads = str(max(1, _cores() // int(workers)))

@@ -3,7 +3,7 @@
     mmlab list                  # each notebook with the question it answers
     mmlab run [NAME ...]        # execute (all or the named) notebooks, write the HTML book into book/
     mmlab run --inplace 01      # also store the executed outputs back into notebooks/ (maintainers)
-    mmlab run --jobs 2          # two notebooks at a time, one core each (less wall time)
+    mmlab run --jobs 1          # one notebook at a time (default on a CPU with 2+ cores: two side by side)
     mmlab run --studies 05      # also run the measured-only studies (default: their stored results are shown)
     mmlab book                  # the HTML book from the notebooks' stored outputs (executes nothing)
     mmlab copy DIR              # editable copies of the notebooks, e.g. beside a pip-installed mmlab
@@ -96,6 +96,57 @@ def cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+KERNEL_PEAK_GB = 1.6  # the largest kernel peak any cold run recorded (README, "Measured CPU runtime")
+
+
+def _memory_gb() -> float | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+    except (AttributeError, ValueError, OSError):  # not a POSIX system that reports it
+        return None
+
+
+def _accelerator() -> str | None:
+    import torch
+
+    if torch.cuda.is_available():
+        return "CUDA"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "MPS"
+    return None
+
+
+def auto_jobs(env: dict[str, str] | None = None) -> tuple[int, str]:
+    """How many notebooks ``mmlab run`` runs at once when ``--jobs`` is not given, and why.
+
+    ``MMLAB_JOBS`` decides when set. Otherwise two on a CPU with the cores for two kernels (each gets half of them, or
+    the caller's ``MMLAB_THREADS``) and the memory (2 x 1.6 GB plus room): the tiny models keep a second thread of one
+    kernel only partly busy, so two notebooks side by side on one thread each finish sooner than one after the other on
+    two (README, "Measured CPU runtime"), and every claim holds on one thread. One on a GPU (one device, where the
+    training is not CPU-bound) and where the cores or memory are short.
+    """
+    env = {**os.environ, **(env or {})}
+    if env.get("MMLAB_JOBS"):
+        value = env["MMLAB_JOBS"]
+        if not value.isdigit() or int(value) < 1:
+            raise SystemExit(f"mmlab: MMLAB_JOBS must be a positive integer, got {value!r}")
+        return int(value), "MMLAB_JOBS"
+    n = cores()
+    if n < 2:
+        return 1, "one core"
+    threads = env.get("MMLAB_THREADS")
+    if threads and threads.isdigit() and 2 * int(threads) > n:
+        return 1, f"MMLAB_THREADS={threads} on {n} cores leaves no cores for a second notebook"
+    memory = _memory_gb()
+    if memory is not None and memory < 2 * KERNEL_PEAK_GB + 2:
+        return 1, f"{memory:.1f} GB of memory: not enough for two kernels"
+    accelerator = _accelerator()
+    if accelerator:
+        return 1, f"a {accelerator} device: one notebook at a time on it"
+    each = int(threads) if threads and threads.isdigit() else max(1, n // 2)
+    return 2, f"{n} cores, no GPU: two notebooks side by side, {each} thread{'s' if each > 1 else ''} each"
 
 
 def lane_env(jobs: int, env: dict[str, str] | None = None) -> dict[str, str]:
@@ -196,8 +247,9 @@ def run(names: list[str], build: Path, inplace: bool = False, timeout: int = 180
     interrupted = interrupted or any(r.status == "interrupted" for r in done.values())
     results = [done.get(p) or RunResult(p.stem, "interrupted", 0.0, None, "not finished: the run was interrupted")
                for p in paths if p in done or interrupted]
-    for r in results:  # recorded beside the seconds: runs compare only on the same allocator
+    for r in results:  # recorded beside the seconds: runs compare only on the same allocator and number of lanes
         r.allocator = allocator.name_of(env.get("LD_PRELOAD", os.environ.get("LD_PRELOAD", "")))
+        r.run_jobs, r.run_wall_seconds = jobs, round(wall, 2)
     rows = {**before, **{r.name: _row(r) for r in results}}
     summary = [asdict(r) for r in results]  # this run only: `mmlab bench` sums it
     write_atomic(build / "summary.json", json.dumps(summary, indent=1).encode())
@@ -252,6 +304,12 @@ def copy_notebooks(target: Path, force: bool = False, directory: Path | None = N
     return 0
 
 
+def _jobs(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mmlab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -269,8 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--pretrained", action="store_true", help="MMLAB_PRETRAINED=1: also load real checkpoints if the hub answers")
     p_run.add_argument("--studies", action="store_true",
                        help="MMLAB_STUDIES=1: run the measured-only studies (stored in notebooks/studies/) instead of showing them")
-    p_run.add_argument("--jobs", "-j", type=int, default=1,
-                       help="notebooks run at once, the cores split between them (default 1; e.g. 2 on 2 cores: less wall time)")
+    p_run.add_argument("--jobs", "-j", type=_jobs, default=None,
+                       help="notebooks run at once, the cores split between them (default: MMLAB_JOBS, else 2 on a CPU "
+                            "with 2+ cores and the memory for two, else 1)")
     p_book = sub.add_parser("book", help="write the HTML book from the notebooks' stored outputs (executes nothing)")
     p_book.add_argument("--book", "--build", dest="build", type=Path, default=book.BOOK_DIR,
                         help=f"the HTML book's folder (default: {book.BOOK_DIR})")
@@ -339,8 +398,12 @@ def main(argv: list[str] | None = None) -> int:
         env["MMLAB_PRETRAINED"] = "1"
     if args.studies:
         env["MMLAB_STUDIES"] = "1"
+    jobs = args.jobs
+    if jobs is None:
+        jobs, why = auto_jobs(env)
+        print(f"notebooks at once: {jobs} ({why}; --jobs to choose)", flush=True)
     return run(args.names, args.build, inplace=args.inplace, timeout=args.timeout, directory=args.dir,
-               progress=not args.no_progress, env=env, jobs=args.jobs)
+               progress=not args.no_progress, env=env, jobs=jobs)
 
 
 if __name__ == "__main__":

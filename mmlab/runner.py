@@ -44,6 +44,8 @@ class RunResult:
     cells: list = field(default_factory=list)  # [cell index, "section | first line", seconds] per code cell
     modules: list = field(default_factory=list)  # the mmlab modules the kernel had loaded at the end
     allocator: str = ""  # the kernel's malloc: "tcmalloc", "jemalloc" or "system" (mmlab.allocator)
+    run_jobs: int = 1  # how many notebooks the run executed at once (mmlab run --jobs)
+    run_wall_seconds: float | None = None  # the whole run's wall time: with run_jobs > 1, less than the sum of seconds
 
 
 def _peak_rss_mb(pid: int | None) -> float | None:

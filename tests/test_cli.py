@@ -364,3 +364,57 @@ def test_bench_shows_a_small_budget_as_it_is(tmp_path, capsys, monkeypatch):
     assert bench.main(tmp_path / "absent.json") == 1
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("yardstick"))
     assert row.split()[1:] == ["4.8s", "4.6s", "MISSED"]
+
+
+def test_auto_jobs_two_on_a_cpu_with_the_cores_and_memory_else_one(monkeypatch):
+    """The default of `mmlab run --jobs`: MMLAB_JOBS when set; two on a CPU with 2+ cores and the memory; else one."""
+    monkeypatch.delenv("MMLAB_JOBS", raising=False)
+    monkeypatch.delenv("MMLAB_THREADS", raising=False)
+    monkeypatch.setattr(cli, "cores", lambda: 2)
+    monkeypatch.setattr(cli, "_memory_gb", lambda: 24.0)
+    monkeypatch.setattr(cli, "_accelerator", lambda: None)
+    assert cli.auto_jobs() == (2, "2 cores, no GPU: two notebooks side by side, 1 thread each")
+    assert cli.auto_jobs({"MMLAB_JOBS": "3"}) == (3, "MMLAB_JOBS")
+    assert cli.auto_jobs({"MMLAB_THREADS": "2"})[0] == 1          # 2 x 2 threads on 2 cores would oversubscribe them
+    assert cli.auto_jobs({"MMLAB_THREADS": "1"})[0] == 2
+    monkeypatch.setattr(cli, "_memory_gb", lambda: 4.0)
+    assert cli.auto_jobs() == (1, "4.0 GB of memory: not enough for two kernels")
+    monkeypatch.setattr(cli, "_memory_gb", lambda: None)           # unknown: not a reason to refuse
+    assert cli.auto_jobs()[0] == 2
+    monkeypatch.setattr(cli, "_accelerator", lambda: "CUDA")
+    assert cli.auto_jobs() == (1, "a CUDA device: one notebook at a time on it")
+    monkeypatch.setattr(cli, "cores", lambda: 1)
+    assert cli.auto_jobs() == (1, "one core")
+    with pytest.raises(SystemExit, match="MMLAB_JOBS must be a positive integer, got '0'"):
+        cli.auto_jobs({"MMLAB_JOBS": "0"})
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--jobs", "two"])                       # argparse names --jobs and what it expected
+
+
+def test_run_without_jobs_takes_auto_and_records_the_wall_time(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("MMLAB_JOBS", raising=False)
+    monkeypatch.setattr(cli, "auto_jobs", lambda env=None: (1, "a test"))
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    _nb(folder / "01_a.ipynb", ["x = 1"])
+    _nb(folder / "02_b.ipynb", ["y = 2"])
+    assert cli.main(["run", "--dir", str(folder), "--build", str(tmp_path / "book"), "--no-progress"]) == 0
+    assert "notebooks at once: 1 (a test; --jobs to choose)" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "book" / "summary.json").read_text())
+    assert {r["run_jobs"] for r in summary} == {1} and len({r["run_wall_seconds"] for r in summary}) == 1
+    assert summary[0]["run_wall_seconds"] >= sum(r["seconds"] for r in summary) * 0.9   # one after the other
+
+
+def test_bench_compares_a_side_by_side_run_by_its_wall_time(tmp_path, capsys):
+    from mmlab import bench
+
+    rows = [{"name": f"0{i}_x", "status": "ok", "seconds": 300.0, "run_jobs": 2, "run_wall_seconds": 780.0} for i in range(1, 6)]
+    assert bench.from_summary(rows)[-1] == ("suite: five notebooks (mmlab run, 2 at a time: wall)", 780.0, 600)
+    sequential = [dict(r, run_jobs=1, run_wall_seconds=1501.0) for r in rows]
+    assert bench.from_summary(sequential)[-1] == ("suite: five notebooks (mmlab run)", 1500.0, 600)
+    old = [{k: v for k, v in r.items() if not k.startswith("run_")} for r in rows]   # a summary from before the fields
+    assert bench.from_summary(old)[-1][1] == 1500.0
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps(rows))
+    assert bench.main(path, micro=False) == 1
+    assert "2 notebooks at a time, 780.0 s of wall time; the sum of notebook seconds 1500.0 s" in capsys.readouterr().out
