@@ -109,11 +109,12 @@ def _memory_gb() -> float | None:
 
 
 def _accelerator() -> str | None:
-    import torch
+    """The accelerator the notebooks would train on (as ``runtime.device()`` picks), or None on a CPU-only machine."""
+    import torch  # only when --jobs is left to choose
 
     if torch.cuda.is_available():
         return "CUDA"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+    if torch.backends.mps.is_available():
         return "MPS"
     return None
 
