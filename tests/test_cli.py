@@ -8,7 +8,7 @@ import time
 import nbformat
 import pytest
 
-from mmlab import cli
+from mmlab import cli, lanes
 
 
 def _nb(path, cells):
@@ -132,16 +132,16 @@ def test_jobs_run_notebooks_side_by_side_on_a_share_of_the_cores(tmp_path, monke
     assert cli.main(["run", "--jobs", "2", "--dir", str(folder), "--build", str(build), "--no-progress"]) == 0
     summary = json.loads((build / "summary.json").read_text())
     assert [(r["name"], r["status"]) for r in summary] == [("01_a", "ok"), ("02_b", "ok")]
-    expected = str(max(1, cli.cores() // 2))
+    expected = str(max(1, lanes.cores() // 2))
     assert (tmp_path / "a").read_text() == expected and (tmp_path / "b").read_text() == expected
     assert (build / "01_a.html").exists() and (build / "02_b.html").exists()
 
 
 def test_jobs_keep_an_explicit_thread_count_and_reject_zero(monkeypatch):
     monkeypatch.setenv("MMLAB_THREADS", "3")
-    assert "MMLAB_THREADS" not in cli.lane_env(2)  # the caller's MMLAB_THREADS reaches the kernels unchanged
+    assert "MMLAB_THREADS" not in lanes.lane_env(2)  # the caller's MMLAB_THREADS reaches the kernels unchanged
     monkeypatch.delenv("MMLAB_THREADS")
-    assert cli.lane_env(1) == {} and cli.lane_env(2, {"MMLAB_SEED": "1"})["MMLAB_SEED"] == "1"
+    assert lanes.lane_env(1) == {} and lanes.lane_env(2, {"MMLAB_SEED": "1"})["MMLAB_SEED"] == "1"
     with pytest.raises(SystemExit, match="--jobs must be a positive integer"):
         cli.run([], cli.Path("unused"), jobs=0)
 
@@ -370,23 +370,23 @@ def test_auto_jobs_two_on_a_cpu_with_the_cores_and_memory_else_one(monkeypatch):
     """The default of `mmlab run --jobs`: MMLAB_JOBS when set; two on a CPU with 2+ cores and the memory; else one."""
     monkeypatch.delenv("MMLAB_JOBS", raising=False)
     monkeypatch.delenv("MMLAB_THREADS", raising=False)
-    monkeypatch.setattr(cli, "cores", lambda: 2)
-    monkeypatch.setattr(cli, "_memory_gb", lambda: 24.0)
-    monkeypatch.setattr(cli, "_accelerator", lambda: None)
-    assert cli.auto_jobs() == (2, "2 cores, no GPU: two notebooks side by side, 1 thread each")
-    assert cli.auto_jobs({"MMLAB_JOBS": "3"}) == (3, "MMLAB_JOBS")
-    assert cli.auto_jobs({"MMLAB_THREADS": "2"})[0] == 1          # 2 x 2 threads on 2 cores would oversubscribe them
-    assert cli.auto_jobs({"MMLAB_THREADS": "1"})[0] == 2
-    monkeypatch.setattr(cli, "_memory_gb", lambda: 4.0)
-    assert cli.auto_jobs() == (1, "4.0 GB of memory: not enough for two kernels")
-    monkeypatch.setattr(cli, "_memory_gb", lambda: None)           # unknown: not a reason to refuse
-    assert cli.auto_jobs()[0] == 2
-    monkeypatch.setattr(cli, "_accelerator", lambda: "CUDA")
-    assert cli.auto_jobs() == (1, "a CUDA device: one notebook at a time on it")
-    monkeypatch.setattr(cli, "cores", lambda: 1)
-    assert cli.auto_jobs() == (1, "one core")
+    monkeypatch.setattr(lanes, "cores", lambda: 2)
+    monkeypatch.setattr(lanes, "_memory_gb", lambda: 24.0)
+    monkeypatch.setattr(lanes, "_accelerator", lambda: None)
+    assert lanes.auto_jobs() == (2, "2 cores, no GPU: two notebooks side by side, 1 thread each")
+    assert lanes.auto_jobs({"MMLAB_JOBS": "3"}) == (3, "MMLAB_JOBS")
+    assert lanes.auto_jobs({"MMLAB_THREADS": "2"})[0] == 1          # 2 x 2 threads on 2 cores would oversubscribe them
+    assert lanes.auto_jobs({"MMLAB_THREADS": "1"})[0] == 2
+    monkeypatch.setattr(lanes, "_memory_gb", lambda: 4.0)
+    assert lanes.auto_jobs() == (1, "4.0 GB of memory: not enough for two kernels")
+    monkeypatch.setattr(lanes, "_memory_gb", lambda: None)           # unknown: not a reason to refuse
+    assert lanes.auto_jobs()[0] == 2
+    monkeypatch.setattr(lanes, "_accelerator", lambda: "CUDA")
+    assert lanes.auto_jobs() == (1, "a CUDA device: one notebook at a time on it")
+    monkeypatch.setattr(lanes, "cores", lambda: 1)
+    assert lanes.auto_jobs() == (1, "one core")
     with pytest.raises(SystemExit, match="MMLAB_JOBS must be a positive integer, got '0'"):
-        cli.auto_jobs({"MMLAB_JOBS": "0"})
+        lanes.auto_jobs({"MMLAB_JOBS": "0"})
     with pytest.raises(SystemExit):
         cli.main(["run", "--jobs", "two"])                       # argparse names --jobs and what it expected
 
