@@ -192,7 +192,7 @@ def run(names: list[str], build: Path, inplace: bool = False, timeout: int = 180
     for r in results:
         print(f"{r.name:<28} {r.status:<11} {r.seconds:>8.1f} {'' if r.peak_mb is None else f'{r.peak_mb:.0f}':>8}")
     print(f"{'sum of notebook seconds':<40} {sum(r.seconds for r in results):>8.1f}   wall {wall:.1f} s"
-          + (f" ({jobs} at a time, {env.get('MMLAB_THREADS', os.environ.get('MMLAB_THREADS', 'default'))} threads each)"
+          + (f" ({jobs} at a time, {env.get('MMLAB_THREADS', os.environ.get('MMLAB_THREADS', 'default'))} thread(s) each)"
              if jobs > 1 else ""))
     print(f"HTML book: {build / 'index.html'}")
     for r in results:

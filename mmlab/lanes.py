@@ -28,14 +28,11 @@ def _memory_gb() -> float | None:
 
 
 def _accelerator() -> str | None:
-    """The accelerator the notebooks would train on (as ``runtime.device()`` picks), or None on a CPU-only machine."""
-    import torch  # only when --jobs is left to choose
+    """The accelerator the notebooks would train on (``runtime.device()``, e.g. "CUDA"), or None on a CPU."""
+    from mmlab.runtime import device  # imports torch: only when --jobs is left to choose
 
-    if torch.cuda.is_available():
-        return "CUDA"
-    if torch.backends.mps.is_available():
-        return "MPS"
-    return None
+    kind = device().type
+    return None if kind == "cpu" else kind.upper()
 
 
 def auto_jobs(env: dict[str, str] | None = None) -> tuple[int, str]:
