@@ -1,0 +1,80 @@
+"""Seed study of the whole suite run two notebooks at a time: `mmlab run --jobs 2` (one thread each on 2 cores), once
+per training seed, each from an empty cache.
+
+    python scripts/suite_seed_study.py [SEED ...]     # default 0 1 2 3 4; run it alone (never beside another torch job)
+
+The notebooks' own seed tables (`notebooks/seeds/<stem>.json`, `mmlab seeds NN`) run one notebook at a time on all
+the cores; a thread count acts like a seed, so this checks every bar again when two run side by side. Per seed it
+runs `MMLAB_SEED=s MMLAB_JOBS=2 mmlab run --no-progress --book DIR` with a fresh
+`MMLAB_CACHE`, then writes `notebooks/seeds/one-thread/<stem>.json` (the schema of `mmlab.seeds`, so
+`mmlab.seeds.format_table` prints it) and `notebooks/seeds/one-thread/runs.json` (each run's wall time, sum of notebook
+seconds and peaks): after every seed, written whole, so a long study is never lost. Rows of seeds not run are kept.
+What it found (2026-12-04, written for `mmlab run --jobs 2`, then the default): on one thread 05 missed its
+text-to-image bar at seeds 3 and 4 and 02 its held-out bar at seed 4, so `mmlab run` went back to one notebook at a
+time on all the cores (the README's "Seeds 0-4 on one thread").
+"""
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from mmlab.runtime import write_atomic
+from mmlab.seeds import summarise
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "notebooks" / "seeds" / "one-thread"
+HOW = "mmlab run --jobs 2: two notebooks side by side, one thread each, each seed from an empty cache"
+
+if not all(a.isdigit() for a in sys.argv[1:]):
+    raise SystemExit(__doc__)
+seeds = [int(a) for a in sys.argv[1:]] or [0, 1, 2, 3, 4]
+OUT.mkdir(parents=True, exist_ok=True)
+
+
+def load(path: Path, default):
+    return json.loads(path.read_text()) if path.is_file() else default
+
+
+for seed in seeds:
+    work = Path(tempfile.mkdtemp(prefix=f"suite-seed{seed}-"))
+    env = dict(os.environ, MMLAB_SEED=str(seed), MMLAB_CACHE=str(work / "cache"))
+    env.pop("MMLAB_THREADS", None)  # each kernel on its share of the cores
+    env["MMLAB_JOBS"] = "2"
+    print(f"[seed {seed}] mmlab run, cache {work / 'cache'}", flush=True)
+    t0 = time.perf_counter()
+    cli = "import sys; from mmlab.cli import main; sys.exit(main())"  # the `mmlab` command, under this Python
+    proc = subprocess.run([sys.executable, "-c", cli, "run", "--no-progress", "--book", str(work / "book")], cwd=ROOT, env=env)
+    wall = time.perf_counter() - t0
+    summary = json.loads((work / "book" / "summary.json").read_text())
+    when = time.strftime("%Y-%m-%d %H:%M")
+    for row in summary:
+        report = row.get("report") or {}
+        target = OUT / f"{row['name']}.json"
+        kept = [r for r in load(target, {}).get("rows", []) if r["seed"] != seed]
+        rows = sorted(kept + [{"seed": seed, "status": row["status"], "error": row["error"],
+                               "seconds": round(row["seconds"], 1), "bars": report.get("bars"),
+                               "training_seconds": report.get("seconds"), "threads": report.get("threads"),
+                               "peak_mb": row.get("peak_mb"), "when": when}], key=lambda r: r["seed"])
+        study = {"notebook": row["name"], "when": when, "seeds": [r["seed"] for r in rows],
+                 "machine": f"{platform.machine()} ({os.cpu_count()} cores), torch {torch.__version__}",
+                 "threads": report.get("threads"), "how": HOW, "rows": rows, "summary": summarise(rows)}
+        write_atomic(target, (json.dumps(study, indent=1) + "\n").encode())
+    runs = [r for r in load(OUT / "runs.json", []) if r["seed"] != seed]
+    runs.append({"seed": seed, "when": when, "exit_code": proc.returncode,
+                 "wall_seconds": round(summary[0].get("run_wall_seconds") or wall, 1),
+                 "sum_seconds": round(sum(r["seconds"] for r in summary), 1),
+                 "jobs": summary[0].get("run_jobs"),
+                 "notebook_seconds": {r["name"]: round(r["seconds"], 1) for r in summary},
+                 "peak_mb": {r["name"]: round(r["peak_mb"]) for r in summary if r.get("peak_mb")},
+                 "status": {r["name"]: r["status"] for r in summary}})
+    write_atomic(OUT / "runs.json", (json.dumps(sorted(runs, key=lambda r: r["seed"]), indent=1) + "\n").encode())
+    print(f"[seed {seed}] exit {proc.returncode}, wall {wall:.0f} s, "
+          + ", ".join(f"{r['name'][:2]} {r['status']}" for r in summary), flush=True)
+    shutil.rmtree(work, ignore_errors=True)
