@@ -4,9 +4,10 @@ sizes, through the bars (the score/Langevin checks included), and print the figu
     python scripts/sd_steps_probe.py SEED NAME=VALUE [NAME=VALUE ...] [--digits-only | --latent-only | --toy-only]
 
 NAME is one of the Settings cell's budgets: DIGITS_STEPS, DIGITS_BATCH, VAE_STEPS, VAE_BATCH, LDM_STEPS, LDM_BATCH,
-TOY_STEPS, TOY_BATCH, or DIGITS_WIDTH: the digits UNet's first-level channels W (block_out_channels (W, 2W); the
-notebook's 32), or LDM_EMA: sample text-to-image from an EMA of the latent UNet's weights with decay LDM_EMA / 1000
-(the digits DDPM's ``ema_update``; the notebook samples the trained weights themselves).
+TOY_STEPS, TOY_BATCH; or VAE_LR: the VAE's Adam learning rate in units of 1e-4 (the notebook's 10); or DIGITS_WIDTH:
+the digits UNet's first-level channels W (block_out_channels (W, 2W); the notebook's 32); or LDM_EMA: the decay of the
+EMA of the latent UNet's weights that text-to-image samples from, in units of 1e-3 (the notebook's 995; 0 samples the
+trained weights themselves, as the notebook did before 2026-12-04, when its VAE's rate was 2e-3).
 One part alone (after the notebook's first, cheap cells): ``--digits-only`` the digits models
 (DDPM, samplers, guidance, flow), ``--latent-only`` the VAE, latent UNet and text-to-image figures, ``--toy-only`` the
 2-D score net and its score/Langevin checks. MMLAB_THREADS sets the thread count (a thread count acts like a seed).
@@ -22,7 +23,7 @@ from pathlib import Path
 import matplotlib
 
 NAMES = ("DIGITS_STEPS", "DIGITS_BATCH", "VAE_STEPS", "VAE_BATCH", "LDM_STEPS", "LDM_BATCH", "TOY_STEPS", "TOY_BATCH",
-         "DIGITS_WIDTH", "LDM_EMA")
+         "DIGITS_WIDTH", "LDM_EMA", "VAE_LR")
 PARTS = ("--digits-only", "--latent-only", "--toy-only")
 args = [a for a in sys.argv[1:] if not a.startswith("--")]
 parts = [a for a in sys.argv[1:] if a.startswith("--")]
@@ -44,17 +45,22 @@ if width is not None:  # the digits UNet (the notebook's only block_out_channels
         raise SystemExit("the digits UNet's block_out_channels=(32, 64) is not in notebook 05: update this script")
     src = src.replace("block_out_channels=(32, 64)", f"block_out_channels=({width}, {2 * width})")
     budgets["DIGITS_WIDTH"] = width
+vae_lr = budgets.pop("VAE_LR", None)
+if vae_lr is not None:  # the VAE's optimizer (the notebook's only Adam over vae.parameters())
+    vae_opt = re.findall(r"torch\.optim\.Adam\(vae\.parameters\(\), lr=[0-9.e-]+", src)
+    if len(vae_opt) != 1:
+        raise SystemExit("the VAE's optimizer is not in notebook 05: update this script")
+    src = src.replace(vae_opt[0], f"torch.optim.Adam(vae.parameters(), lr={vae_lr / 1e4!r}")
+    budgets["VAE_LR"] = vae_lr
 ema = budgets.pop("LDM_EMA", None)
-if ema is not None:  # an EMA of the latent UNet, updated after each optimizer step, replaces it for sampling
-    train_line = 'ldm_history = train(text_unet, ldm_batch, ldm_loss, ldm_opt, LDM_STEPS, desc="latent UNet")'
-    if src.count(train_line) != 1:
-        raise SystemExit("the latent UNet's training line is not in notebook 05: update this script")
-    ema_def = re.search(r"def ema_update\(.*?\n(?=\S)", src, re.S)  # the notebook's own EMA (in the digits part)
-    if ema_def is None:
-        raise SystemExit("ema_update is not in notebook 05: update this script")
-    with_ema = train_line.replace("desc=", f"after_step=lambda step: ema_update(ldm_ema, text_unet, step, decay={ema / 1000!r}), desc=")
-    src = src.replace(train_line, f"{ema_def.group(0)}\nldm_ema = copy.deepcopy(text_unet).eval().requires_grad_(False)\n"
-                                  f"{with_ema}\ntext_unet = ldm_ema\n")
+if ema is not None:  # the decay of the latent UNet's EMA (0: sample the trained weights themselves)
+    ema_call = "ema_update(ldm_ema, text_unet, step)"
+    if src.count(ema_call) != 1 or src.count("ldm_ema(") != 2:
+        raise SystemExit("the latent UNet's EMA is not in notebook 05 as this script expects: update this script")
+    if ema:
+        src = src.replace(ema_call, f"ema_update(ldm_ema, text_unet, step, decay={ema / 1000!r})")
+    else:
+        src = src.replace("ldm_ema(", "text_unet(").replace("unet=ldm_ema,", "unet=text_unet,")
     budgets["LDM_EMA"] = ema
 digits, latent, toy = (src.index(first) for first in ("from diffusers import UNet2DModel", "from mmlab import clip as mclip",
                                                       "angles = torch.arange(8)"))
