@@ -3,9 +3,8 @@ one worker from start to end, the longest notebooks first, and each worker on it
 
 Two notebooks at once on 2 cores, one thread each, finish sooner than one after the other on two threads (the tiny
 models do not keep two threads busy: 100 tiny-CLIP steps take 1.2-1.4x longer on one thread, not 2x), while more
-threads than cores slow torch down many times over. The notebooks run training seed 0 here, whose claims hold on one
-thread; seeds 3 and 4 do not on one thread (README, "Seeds 0-4 on one thread"). ``pytest -n 0`` runs everything in one
-process, as before.
+threads than cores slow torch down many times over. The notebooks run training seed 0 here; on one thread every bar
+holds for seeds 0-4 (README, "Seeds 0-4 on one thread"). ``pytest -n 0`` runs everything in one process, as before.
 
 The processes started from here (workers, notebook kernels) get TCMalloc where it is installed (``mmlab.allocator``),
 as ``mmlab run`` gives its kernels: faster training steps and bit-identical figures. They also get the session's own

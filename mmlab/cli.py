@@ -260,8 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--studies", action="store_true",
                        help="MMLAB_STUDIES=1: run the measured-only studies (stored in notebooks/studies/) instead of showing them")
     p_run.add_argument("--jobs", "-j", type=_jobs, default=None,
-                       help="notebooks run at once, the cores split between them (default: MMLAB_JOBS, else 2 on a CPU "
-                            "with 2+ cores and the memory for two, else 1)")
+                       help="notebooks run at once, the cores split between them (default: MMLAB_JOBS, else 1 with --inplace, "
+                            "2 on a CPU with 2+ cores and the memory for two, else 1)")
     p_book = sub.add_parser("book", help="write the HTML book from the notebooks' stored outputs (executes nothing)")
     p_book.add_argument("--book", "--build", dest="build", type=Path, default=book.BOOK_DIR,
                         help=f"the HTML book's folder (default: {book.BOOK_DIR})")
@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         env["MMLAB_STUDIES"] = "1"
     jobs = args.jobs
     if jobs is None:
-        jobs, why = auto_jobs(env)
+        jobs, why = auto_jobs(env, inplace=args.inplace)
         print(f"notebooks at once: {jobs} ({why}; --jobs to choose)", flush=True)
     return run(args.names, args.build, inplace=args.inplace, timeout=args.timeout, directory=args.dir,
                progress=not args.no_progress, env=env, jobs=jobs)

@@ -1,8 +1,9 @@
 """How many notebooks ``mmlab run`` executes at once, and the threads each kernel gets.
 
 On a CPU one kernel keeps its second thread only partly busy (``scripts/thread_scaling_probe.py``), so two notebooks
-side by side on one thread each finish sooner than one after the other on two (README, "Measured CPU runtime"); the
-default stays one at a time, the configuration the seed tables verify (``auto_jobs``).
+side by side on one thread each finish sooner than one after the other on two (README, "Measured CPU runtime"). Every
+bar holds for seeds 0-4 that way too (``notebooks/seeds/one-thread``, ``scripts/suite_seed_study.py``), so two at a
+time is the default on a CPU with the cores and memory for two kernels (``auto_jobs``).
 """
 
 from __future__ import annotations
@@ -18,13 +19,33 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def auto_jobs(env: dict[str, str] | None = None) -> tuple[int, str]:
+KERNEL_PEAK_GB = 1.6  # the largest kernel peak any cold run recorded (README, "Measured CPU runtime")
+
+
+def _memory_gb() -> float | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+    except (AttributeError, ValueError, OSError):  # not a POSIX system that reports it
+        return None
+
+
+def _accelerator() -> str | None:
+    """The accelerator the notebooks would train on (``runtime.device()``, e.g. "CUDA"), or None on a CPU."""
+    from mmlab.runtime import device  # imports torch: only when --jobs is left to choose
+
+    kind = device().type
+    return None if kind == "cpu" else kind.upper()
+
+
+def auto_jobs(env: dict[str, str] | None = None, inplace: bool = False) -> tuple[int, str]:
     """How many notebooks ``mmlab run`` runs at once when ``--jobs`` is not given, and why.
 
-    ``MMLAB_JOBS`` decides when set. Otherwise one, on all the cores: how the notebooks' seed tables ran. Two side by
-    side on one thread each finish sooner on 2 cores, but a thread count acts like a seed, and on one thread seeds 3
-    and 4 missed bars of notebooks 02 and 05 (``notebooks/seeds/one-thread``, ``scripts/suite_seed_study.py``), so
-    side by side is for those who ask (``--jobs 2``), not the default.
+    ``MMLAB_JOBS`` decides when set. Otherwise two on a CPU with the cores for two kernels (each gets half of them, or
+    the caller's ``MMLAB_THREADS``) and the memory (2 x 1.6 GB plus room): the tiny models keep a second thread of one
+    kernel only partly busy, so two side by side on one thread each finish sooner than one after the other on two, and
+    every bar holds for seeds 0-4 on one thread (``notebooks/seeds/one-thread``). One on a GPU (one device, where the
+    training is not CPU-bound), where the cores or memory are short, and with ``inplace``: the outputs stored in the
+    notebooks come from the configuration of their seed tables (one at a time, all the cores), so they match them.
     """
     env = {**os.environ, **(env or {})}
     if env.get("MMLAB_JOBS"):
@@ -32,7 +53,22 @@ def auto_jobs(env: dict[str, str] | None = None) -> tuple[int, str]:
         if not value.isdigit() or int(value) < 1:
             raise SystemExit(f"mmlab: MMLAB_JOBS must be a positive integer, got {value!r}")
         return int(value), "MMLAB_JOBS"
-    return 1, "one at a time on all the cores, as the seed tables ran; --jobs 2 runs two side by side, one thread each"
+    if inplace:
+        return 1, "--inplace stores the outputs of the seed tables' configuration: one at a time on all the cores"
+    n = cores()
+    if n < 2:
+        return 1, "one core"
+    threads = env.get("MMLAB_THREADS")
+    if threads and threads.isdigit() and 2 * int(threads) > n:
+        return 1, f"MMLAB_THREADS={threads} on {n} cores leaves no cores for a second notebook"
+    memory = _memory_gb()
+    if memory is not None and memory < 2 * KERNEL_PEAK_GB + 2:
+        return 1, f"{memory:.1f} GB of memory: not enough for two kernels"
+    accelerator = _accelerator()
+    if accelerator:
+        return 1, f"a {accelerator} device: one notebook at a time on it"
+    each = int(threads) if threads and threads.isdigit() else max(1, n // 2)
+    return 2, f"{n} cores, no GPU: two notebooks side by side, {each} thread{'s' if each > 1 else ''} each"
 
 
 def lane_env(jobs: int, env: dict[str, str] | None = None) -> dict[str, str]:

@@ -11,7 +11,9 @@ runs `MMLAB_SEED=s MMLAB_JOBS=2 mmlab run --no-progress --book DIR` with a fresh
 seconds and peaks): after every seed, written whole, so a long study is never lost. Rows of seeds not run are kept.
 What it found (2026-12-04, written for `mmlab run --jobs 2`, then the default): on one thread 05 missed its
 text-to-image bar at seeds 3 and 4 and 02 its held-out bar at seed 4, so `mmlab run` went back to one notebook at a
-time on all the cores (the README's "Seeds 0-4 on one thread").
+time on all the cores (the README's "Seeds 0-4 on one thread"). After the recipe changes to 02 and 05 the same day,
+it ran again: every notebook green, every bar met for seeds 0-4, so two at a time is the default again
+(`mmlab.lanes.auto_jobs`).
 """
 import json
 import os

@@ -366,15 +366,29 @@ def test_bench_shows_a_small_budget_as_it_is(tmp_path, capsys, monkeypatch):
     assert row.split()[1:] == ["4.8s", "4.6s", "MISSED"]
 
 
-def test_auto_jobs_one_at_a_time_unless_mmlab_jobs_says_otherwise(monkeypatch):
-    """The default of `mmlab run --jobs`: MMLAB_JOBS when set, else one notebook at a time (the seed tables' way)."""
+def test_auto_jobs_two_on_a_cpu_with_the_cores_and_memory_else_one(monkeypatch):
+    """The default of `mmlab run --jobs`: MMLAB_JOBS when set; one with --inplace (the seed tables' configuration);
+    two on a CPU with 2+ cores and the memory; else one."""
     monkeypatch.delenv("MMLAB_JOBS", raising=False)
     monkeypatch.delenv("MMLAB_THREADS", raising=False)
     monkeypatch.setattr(lanes, "cores", lambda: 2)
-    jobs, why = lanes.auto_jobs()
-    assert jobs == 1 and "as the seed tables ran" in why and "--jobs 2" in why
-    assert lanes.auto_jobs({"MMLAB_JOBS": "2"}) == (2, "MMLAB_JOBS")
+    monkeypatch.setattr(lanes, "_memory_gb", lambda: 24.0)
+    monkeypatch.setattr(lanes, "_accelerator", lambda: None)
+    assert lanes.auto_jobs() == (2, "2 cores, no GPU: two notebooks side by side, 1 thread each")
+    jobs, why = lanes.auto_jobs(inplace=True)
+    assert jobs == 1 and "--inplace" in why and "seed tables" in why
+    assert lanes.auto_jobs({"MMLAB_JOBS": "2"}, inplace=True) == (2, "MMLAB_JOBS")
     assert lanes.auto_jobs({"MMLAB_JOBS": "3"}) == (3, "MMLAB_JOBS")
+    assert lanes.auto_jobs({"MMLAB_THREADS": "2"})[0] == 1          # 2 x 2 threads on 2 cores would oversubscribe them
+    assert lanes.auto_jobs({"MMLAB_THREADS": "1"})[0] == 2
+    monkeypatch.setattr(lanes, "_memory_gb", lambda: 4.0)
+    assert lanes.auto_jobs() == (1, "4.0 GB of memory: not enough for two kernels")
+    monkeypatch.setattr(lanes, "_memory_gb", lambda: None)           # unknown: not a reason to refuse
+    assert lanes.auto_jobs()[0] == 2
+    monkeypatch.setattr(lanes, "_accelerator", lambda: "CUDA")
+    assert lanes.auto_jobs() == (1, "a CUDA device: one notebook at a time on it")
+    monkeypatch.setattr(lanes, "cores", lambda: 1)
+    assert lanes.auto_jobs() == (1, "one core")
     with pytest.raises(SystemExit, match="MMLAB_JOBS must be a positive integer, got '0'"):
         lanes.auto_jobs({"MMLAB_JOBS": "0"})
     with pytest.raises(SystemExit):
@@ -383,7 +397,7 @@ def test_auto_jobs_one_at_a_time_unless_mmlab_jobs_says_otherwise(monkeypatch):
 
 def test_run_without_jobs_takes_auto_and_records_the_wall_time(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("MMLAB_JOBS", raising=False)
-    monkeypatch.setattr(cli, "auto_jobs", lambda env=None: (1, "a test"))
+    monkeypatch.setattr(cli, "auto_jobs", lambda env=None, inplace=False: (1, "a test"))
     folder = tmp_path / "notebooks"
     folder.mkdir()
     _nb(folder / "01_a.ipynb", ["x = 1"])

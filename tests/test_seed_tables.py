@@ -1,6 +1,8 @@
-"""The committed seed tables the notebooks show (`mmlab seeds`, one notebook at a time on all the cores, the default of
-`mmlab run`): every seed ran green and every bar they record holds. Records of other configurations
-(`notebooks/seeds/other-cpus/`, `notebooks/seeds/one-thread/`) are evidence as measured, failures included."""
+"""The committed seed tables: every seed ran green and every bar they record holds. Those the notebooks show
+(`mmlab seeds`, one notebook at a time on all the cores, how `mmlab run --inplace` stores the outputs) and those of
+`mmlab run`'s default on 2 cores, two notebooks side by side on one thread each (`notebooks/seeds/one-thread/`,
+`scripts/suite_seed_study.py`). Records of other CPUs (`notebooks/seeds/other-cpus/`) are evidence as measured,
+failures included."""
 
 import json
 import operator
@@ -11,6 +13,7 @@ import pytest
 
 SEEDS = Path(__file__).resolve().parent.parent / "notebooks" / "seeds"
 TABLES = sorted(SEEDS.glob("*.json"))
+ONE_THREAD = sorted(p for p in (SEEDS / "one-thread").glob("*.json") if p.name != "runs.json")
 BAR = re.compile(r"\((>=|>|<=|<) (-?\d+(?:\.\d+)?)\)$")  # "composed prompts, held-out (>= 0.90)"
 OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 # recorded, not asserted by the notebooks, or a bar in units the name does not carry ("x chance": the notebook knows chance)
@@ -30,9 +33,10 @@ def bars_of(row: dict) -> dict[str, tuple[str, float, float]]:
 
 def test_the_tables_are_there():
     assert [t.stem[:2] for t in TABLES] == ["01", "02", "03", "04", "05"]
+    assert [t.stem[:2] for t in ONE_THREAD] == ["01", "02", "03", "04", "05"]
 
 
-@pytest.mark.parametrize("path", TABLES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", TABLES + ONE_THREAD, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_every_seed_ran_green_and_met_every_bar(path):
     study = json.loads(path.read_text())
     assert sorted(r["seed"] for r in study["rows"]) == [0, 1, 2, 3, 4] == study["seeds"]

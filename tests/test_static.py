@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = sorted((ROOT / "mmlab").rglob("*.py"))
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 SCRIPTS = sorted((ROOT / "scripts").glob("*.py"))
-DEVICE_CHOOSERS = {"runtime.py", "pretrained.py"}  # where the device (and dtype) is chosen
+DEVICE_CHOOSERS = {"runtime.py", "pretrained.py", "lanes.py"}  # where the device (dtype, lanes per device) is chosen
 
 
 def code_of(path: Path) -> str:
