@@ -5,10 +5,11 @@ with `torch._foreach_mul_`/`_foreach_add_` (two calls for all tensors), and chec
 
 Each arm runs 300 updates after a random change of the weights (an optimizer step's stand-in), twice, interleaved;
 only the update is timed. Why (2026-12-04): notebook 05's latent UNet took 1.22x as long in the seed study after the
-EMA went in, against 1.09x for the trainings it did not touch, which suggested ~12 s of EMA a run. Measured here (the
+EMA went in, against 1.09x for the trainings it did not touch: ~16 s a run beyond that drift (~12 s in a first reading). Measured here (the
 AVX-512 EPYC, 1 and 2 threads, four runs): 2.2-3.6 ms an update on the latent UNet (208 tensors; 3-4 s over 1,200
-steps), 1.0-2.1 ms on the digits UNet (115); foreach 0.7-1.0x of that, bit for bit the same weights. So the EMA costs
-3-4 s a run, not 12 (the rest was the hour's drift), and foreach would save about 1 s: the notebook keeps its loop.
+steps), 1.0-2.1 ms on the digits UNet (115); foreach 0.7-1.0x of that, bit for bit the same weights. So the update
+itself costs 3-4 s a run; the rest of those ~16 s is not explained here (not measured further), and foreach would save
+about 1 s: the notebook keeps its loop.
 """
 import copy
 import sys
