@@ -293,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench":
         from mmlab.bench import main as bench
 
-        return bench(args.summary or book.BOOK_DIR / "summary.json", micro=not args.no_micro, top=args.profile)
+        return bench(args.summary or book.BOOK_DIR / "summary.json", micro=not args.no_micro, top=args.profile,
+                     notebooks=notebooks_dir())
     if args.command == "book":
         return write_book(args.build, args.dir)
     if args.command == "copy":

@@ -357,13 +357,45 @@ def test_bench_profile_lists_the_slowest_cells(tmp_path, capsys):
 
 
 def test_bench_shows_a_small_budget_as_it_is(tmp_path, capsys, monkeypatch):
-    """The yardstick's budget is 4.6 s (100 of the 2,600 steps' 120 s): shown as 4.6, not rounded to a 5 it beats."""
+    """A budget of 4.6 s (100 of 2,600 steps' 120 s) is shown as 4.6, not rounded to a 5 it beats."""
     from mmlab import bench
 
-    monkeypatch.setattr(bench, "micro_benchmarks", lambda: [("yardstick", 4.8, 100 * 120 / 2600)])
+    monkeypatch.setattr(bench, "micro_benchmarks", lambda notebooks=None: [("yardstick", 4.8, 100 * 120 / 2600)])
     assert bench.main(tmp_path / "absent.json") == 1
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("yardstick"))
     assert row.split()[1:] == ["4.8s", "4.6s", "MISSED"]
+
+
+def _seed_table(path, notebook, threads, seconds):
+    rows = [{"seed": s, "status": "ok", "training_seconds": {"train": t}} for s, t in enumerate(seconds)]
+    rows.append({"seed": 9, "status": "failed", "training_seconds": {"train": 999.0}})   # a failed run is no reference
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"notebook": notebook, "threads": threads, "rows": rows}))
+
+
+def test_bench_budgets_follow_the_seed_table_of_the_thread_count_the_training_ran_on(tmp_path, capsys):
+    """A training's budget: DRIFT x the slowest ok run of the seed table made at the thread count it ran on; at a
+    count no table was made at, no budget (printed as such, not missed)."""
+    from mmlab import bench
+
+    _seed_table(tmp_path / "seeds" / "01_a.json", "01_a", 2, [10.0, 12.0, 11.0])
+    _seed_table(tmp_path / "seeds" / "one-thread" / "01_a.json", "01_a", 1, [20.0, 16.0])
+    _seed_table(tmp_path / "seeds" / "other-cpus" / "x" / "01_a.json", "01_a", 4, [1.0])   # another machine: ignored
+    assert bench.reference_seconds(tmp_path) == {("01_a", 2): {"train": 12.0}, ("01_a", 1): {"train": 20.0}}
+
+    def run(threads, seconds):
+        return [{"name": "01_a", "status": "ok", "seconds": seconds, "report": {"threads": threads, "seconds": {"train": seconds}}}]
+
+    assert bench.from_summary(run(2, 17.0), tmp_path) == [("01: train, 2 threads", 17.0, bench.DRIFT * 12.0)]
+    assert bench.from_summary(run(1, 25.0), tmp_path) == [("01: train, 1 thread", 25.0, bench.DRIFT * 20.0)]
+    assert bench.from_summary(run(4, 5.0), tmp_path) == [("01: train, 4 threads", 5.0, None)]
+    assert bench.from_summary(run(2, 17.0)) == [("01: train, 2 threads", 17.0, None)]   # no folder, no budgets
+    path = tmp_path / "summary.json"
+    for threads, seconds, code in ((2, 18.1, 1), (2, 17.9, 0), (4, 500.0, 0)):
+        path.write_text(json.dumps(run(threads, seconds)))
+        assert bench.main(path, micro=False, notebooks=tmp_path) == code
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.startswith("01: train, 4 threads") and last.endswith("no reference")
 
 
 def test_auto_jobs_two_on_a_cpu_with_the_cores_and_memory_else_one(monkeypatch):
