@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import random
 import sys
 import tempfile
@@ -76,6 +77,29 @@ def report(notebook: str, bars: dict[str, float], seconds: dict[str, float] | No
     record = {"notebook": notebook, "seed": seed(), "threads": torch.get_num_threads(),
               "bars": {k: float(v) for k, v in bars.items()}, "seconds": seconds}
     write_atomic(Path(target), json.dumps(record, indent=1).encode())
+
+
+def machine() -> str:
+    """The CPU's model name, cores, and torch with the CPU kernels it chose (another CPU acts as another seed)."""
+    cpuinfo = Path("/proc/cpuinfo")  # Linux only; elsewhere platform's (coarser) name
+    models = ([line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+              if cpuinfo.is_file() else [])
+    name = models[0] if models else platform.processor() or platform.machine()
+    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return f"{name} ({os.cpu_count()} cores{gpu}), torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()})"
+
+
+def library_versions() -> dict[str, str]:
+    """The versions of the libraries whose classes the notebooks train (a new release can move a figure)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("torch", "transformers", "open_clip_torch", "diffusers", "shap", "numpy"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
 
 
 def write_atomic(path: Path, data: bytes) -> None:

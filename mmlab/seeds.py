@@ -12,15 +12,13 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import nbformat
 import torch
 
-from mmlab.runtime import write_atomic
+from mmlab.runtime import library_versions, machine, write_atomic
 
 
 def study_path(directory: Path, stem: str) -> Path:
@@ -45,7 +43,9 @@ def format_table(study: dict) -> str:
     seeds = [r["seed"] for r in rows]
     runs = sorted({r.get("when", study["when"]) for r in rows})
     when = runs[0] if len(runs) == 1 else f"{runs[0]} to {runs[-1]}"
-    lines = [f"seed study of {study['notebook']}: run {when} on {study['machine']}, {study['threads']} threads",
+    versions = ", ".join(f"{k} {v}" for k, v in study.get("versions", {}).items() if k != "torch")  # torch: in machine
+    lines = [f"seed study of {study['notebook']}: run {when} on {study['machine']}, {study['threads']} threads"
+             + (f"; {versions}" if versions else ""),
              f"{'figure (its bar)':<58}" + "".join(f"{'s' + str(s):>7}" for s in seeds) + f"{'mean':>7}{'min':>7}{'max':>7}"]
     for name, agg in study["summary"].items():
         cells = "".join(f"{r['bars'][name]:>7.3f}" if r.get("bars") and name in r["bars"] else f"{'-':>7}" for r in rows)
@@ -99,7 +99,7 @@ def run_study(path: Path, seeds: list[int], timeout: int = 3600, progress: bool 
         print(f"    {result.status} in {result.seconds:.0f} s {result.error}", flush=True)
         all_rows = sorted(kept + rows, key=lambda r: r["seed"])
         study = {"notebook": path.stem, "when": time.strftime("%Y-%m-%d %H:%M"), "seeds": [r["seed"] for r in all_rows],
-                 "machine": f"{platform.machine()} ({os.cpu_count()} cores), torch {torch.__version__}",
+                 "machine": machine(), "versions": library_versions(),
                  "threads": report.get("threads") or torch.get_num_threads(), "rows": all_rows,
                  "summary": summarise(all_rows)}
         write_atomic(target, (json.dumps(study, indent=1) + "\n").encode())  # after every seed: a long study is never lost

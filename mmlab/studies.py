@@ -22,8 +22,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -33,7 +31,7 @@ from typing import Any
 
 import torch
 
-from mmlab.runtime import _env_flag, seed, write_atomic
+from mmlab.runtime import _env_flag, library_versions, machine, seed, write_atomic
 
 
 def enabled() -> bool:
@@ -91,7 +89,7 @@ def run(notebook: str, name: str, fn: Callable[[], Any], directory: str | Path |
         value = fn()
         record = {"value": value, "source": source, "seconds": round(time.perf_counter() - t0, 1),
                   "when": time.strftime("%Y-%m-%d %H:%M"), "threads": torch.get_num_threads(),
-                  "machine": _machine(),
+                  "machine": machine(), "versions": library_versions(),
                   "code_sha256": _notebook_code(notebook), "library_sha256": _loaded_library()}
         stored = load(notebook, directory)
         same_code = {k: r for k, r in stored.get(name, {}).items()   # other seeds' runs of other code are dropped
@@ -113,16 +111,6 @@ def run(notebook: str, name: str, fn: Callable[[], Any], directory: str | Path |
     return Result(record["value"], False,
                   f"study {name!r}: stored run, seed {key}{other}, {record['when']}, {record['threads']} threads, "
                   f"{record['machine']}; {record['seconds']:.0f} s there. MMLAB_STUDIES=1 runs it here")
-
-
-def _machine() -> str:
-    """The CPU's model name, cores, and torch with the CPU kernels it chose (another CPU acts as another seed)."""
-    cpuinfo = Path("/proc/cpuinfo")  # Linux only; elsewhere platform's (coarser) name
-    models = ([line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
-              if cpuinfo.is_file() else [])
-    name = models[0] if models else platform.processor() or platform.machine()
-    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return f"{name} ({os.cpu_count()} cores{gpu}), torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()})"
 
 
 def _notebook_code(notebook: str) -> str | None:

@@ -2,8 +2,8 @@
 
     python scripts/blip2_recipe_probe.py --seeds 2 3 --variant stage2_steps=600 --variant stage1_steps=100
 
-Each variant is a comma-separated list of TinyBlip2Recipe overrides ("base" = the library's defaults; notebook 02
-overrides stage1_steps=150, so pass --variant stage1_steps=150 for its recipe). The frozen CLIP of
+Each variant is a comma-separated list of TinyBlip2Recipe overrides ("base" = the library's defaults = notebook 02's
+recipe; the earlier stage 1 is --variant stage1_steps=300,stage1_lr=0.002). The frozen CLIP of
 each seed comes from the cache (tiny_clip(seed)). Prints one JSON line per (variant, seed). How the recipe of
 notebook 02 was chosen; its appendix quotes the results.
 """

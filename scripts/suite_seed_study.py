@@ -17,7 +17,6 @@ it ran again: every notebook green, every bar met for seeds 0-4, so two at a tim
 """
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -25,9 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
-from mmlab.runtime import write_atomic
+from mmlab.runtime import library_versions, machine, write_atomic
 from mmlab.seeds import summarise
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,7 +62,7 @@ for seed in seeds:
                                "training_seconds": report.get("seconds"), "threads": report.get("threads"),
                                "peak_mb": row.get("peak_mb"), "when": when}], key=lambda r: r["seed"])
         study = {"notebook": row["name"], "when": when, "seeds": [r["seed"] for r in rows],
-                 "machine": f"{platform.machine()} ({os.cpu_count()} cores), torch {torch.__version__}",
+                 "machine": machine(), "versions": library_versions(),
                  "threads": report.get("threads"), "how": HOW, "rows": rows, "summary": summarise(rows)}
         write_atomic(target, (json.dumps(study, indent=1) + "\n").encode())
     runs = [r for r in load(OUT / "runs.json", []) if r["seed"] != seed]

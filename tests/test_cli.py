@@ -7,6 +7,8 @@ import time
 
 import nbformat
 import pytest
+import torch
+import transformers
 
 from mmlab import cli, lanes
 
@@ -260,6 +262,10 @@ def test_seeds_command_writes_a_table(tmp_path, capsys):
     study = json.loads((folder / "seeds" / "01_toy.json").read_text())
     assert [r["status"] for r in study["rows"]] == ["ok", "ok", "failed"]
     assert study["summary"]["studies ran"]["min"] == 1.0  # every seed ran the optional studies
+    # where it ran: the CPU kernels torch chose and the library releases (either can move a figure)
+    assert torch.backends.cpu.get_cpu_capability() in study["machine"]
+    assert study["versions"]["transformers"] == transformers.__version__
+    assert set(study["versions"]) >= {"torch", "open_clip_torch", "diffusers", "shap"}
     agg = study["summary"]["acc (>= 0.5)"]
     assert agg["min"] == 0.5 and abs(agg["mean"] - 0.6) < 1e-9 and agg["n"] == 3
     out = capsys.readouterr().out
@@ -281,6 +287,7 @@ def test_seeds_adds_a_seed_and_stores_seed_0_in_place(tmp_path):
     assert (folder / "01_toy.ipynb").read_bytes() != before
     shown = nb.cells[2].outputs[0]["text"]
     assert "s0" in shown and "s1" in shown and "0.600" in shown  # the finished table, not the one seed 0's kernel saw
+    assert f"transformers {transformers.__version__}" in shown.splitlines()[0]  # the header names the releases
 
 
 def test_run_shows_the_cell_and_forwards_training_progress(tmp_path, capsys, monkeypatch):

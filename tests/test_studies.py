@@ -7,6 +7,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import transformers
 
 from mmlab import stamp, studies
 
@@ -41,6 +42,7 @@ def test_runs_and_stores_when_on_shows_the_stored_result_when_off(beside_a_noteb
     nb = nbformat.read(beside_a_notebook / "01_toy.ipynb", as_version=4)
     assert record["code_sha256"] == stamp.code_digest(nb)  # the same digest as the notebook's own stamp
     assert "mmlab.studies" in record["library_sha256"] and "def _study" in record["source"]
+    assert record["versions"]["transformers"] == transformers.__version__  # a new release can move a figure
     assert studies.stale(nb, stored) == []
 
     monkeypatch.delenv("MMLAB_STUDIES")

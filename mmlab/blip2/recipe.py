@@ -35,8 +35,8 @@ class TinyBlip2Recipe:
     lm_heads: int = 4
     lm_steps: int = 500  # text-only pretraining of the LM ("read the prefix")
     lm_lr: float = 3e-3
-    stage1_steps: int = 300
-    stage1_lr: float = 2e-3
+    stage1_steps: int = 150  # short and gentle: the tiny stage 1 is the fragile part (notebook 02's appendix)
+    stage1_lr: float = 1e-3  # 2e-3 left held-out exact match under its bar at one seed on one thread
     stage2_steps: int = 600  # 300 left seen-pair EM within a point of its bar at some seeds (scripts/blip2_recipe_probe.py)
     stage2_lr: float = 2e-3
     batch_size: int = 72
