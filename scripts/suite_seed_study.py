@@ -8,7 +8,8 @@ the cores; a thread count acts like a seed, so this checks every bar again when 
 runs `MMLAB_SEED=s MMLAB_JOBS=2 mmlab run --no-progress --book DIR` with a fresh
 `MMLAB_CACHE`, then writes `notebooks/seeds/one-thread/<stem>.json` (the schema of `mmlab.seeds`, so
 `mmlab.seeds.format_table` prints it) and `notebooks/seeds/one-thread/runs.json` (each run's wall time, sum of notebook
-seconds and peaks): after every seed, written whole, so a long study is never lost. Rows of seeds not run are kept.
+seconds, peaks and the yardstick of `mmlab bench` timed right after it): after every seed, written whole, so a long
+study is never lost. Rows of seeds not run are kept.
 What it found (2026-12-04, written for `mmlab run --jobs 2`, then the default): on one thread 05 missed its
 text-to-image bar at seeds 3 and 4 and 02 its held-out bar at seed 4, so `mmlab run` went back to one notebook at a
 time on all the cores (the README's "Seeds 0-4 on one thread"). After the recipe changes to 02 and 05 the same day,
@@ -52,6 +53,10 @@ for seed in seeds:
     proc = subprocess.run([sys.executable, "-c", cli, "run", "--no-progress", "--book", str(work / "book")], cwd=ROOT, env=env)
     wall = time.perf_counter() - t0
     summary = json.loads((work / "book" / "summary.json").read_text())
+    # the yardstick right after the run, alone on the machine (2 threads): runs from different hours then compare
+    bench = "from mmlab.bench import micro_benchmarks; print(micro_benchmarks()[-1][1])"
+    yardstick = float(subprocess.run([sys.executable, "-c", bench], cwd=ROOT, env=env, check=True,
+                                     capture_output=True, text=True).stdout.split()[-1])
     when = time.strftime("%Y-%m-%d %H:%M")
     for row in summary:
         report = row.get("report") or {}
@@ -69,11 +74,11 @@ for seed in seeds:
     runs.append({"seed": seed, "when": when, "exit_code": proc.returncode,
                  "wall_seconds": round(summary[0].get("run_wall_seconds") or wall, 1),
                  "sum_seconds": round(sum(r["seconds"] for r in summary), 1),
-                 "jobs": summary[0].get("run_jobs"),
+                 "jobs": summary[0].get("run_jobs"), "yardstick_seconds": round(yardstick, 2),
                  "notebook_seconds": {r["name"]: round(r["seconds"], 1) for r in summary},
                  "peak_mb": {r["name"]: round(r["peak_mb"]) for r in summary if r.get("peak_mb")},
                  "status": {r["name"]: r["status"] for r in summary}})
     write_atomic(OUT / "runs.json", (json.dumps(sorted(runs, key=lambda r: r["seed"]), indent=1) + "\n").encode())
-    print(f"[seed {seed}] exit {proc.returncode}, wall {wall:.0f} s, "
+    print(f"[seed {seed}] exit {proc.returncode}, wall {wall:.0f} s, yardstick {yardstick:.1f} s, "
           + ", ".join(f"{r['name'][:2]} {r['status']}" for r in summary), flush=True)
     shutil.rmtree(work, ignore_errors=True)
