@@ -53,7 +53,8 @@ for seed in seeds:
     proc = subprocess.run([sys.executable, "-c", cli, "run", "--no-progress", "--book", str(work / "book")], cwd=ROOT, env=env)
     wall = time.perf_counter() - t0
     summary = json.loads((work / "book" / "summary.json").read_text())
-    # the yardstick right after the run, alone on the machine (2 threads): runs from different hours then compare
+    # the yardstick right after the run, alone on the machine (torch's default threads: all the cores), so that runs
+    # from different hours compare
     bench = "from mmlab.bench import micro_benchmarks; print(micro_benchmarks()[-1][1])"
     yardstick = float(subprocess.run([sys.executable, "-c", bench], cwd=ROOT, env=env, check=True,
                                      capture_output=True, text=True).stdout.split()[-1])
