@@ -1,7 +1,10 @@
 """Seed study of the whole suite run two notebooks at a time: `mmlab run --jobs 2` (one thread each on 2 cores), once
 per training seed, each from an empty cache.
 
-    python scripts/suite_seed_study.py [SEED ...]     # default 0 1 2 3 4; run it alone (never beside another torch job)
+    python scripts/suite_seed_study.py [--out DIR] [SEED ...]     # default 0 1 2 3 4; run it alone (never beside another torch job)
+
+`--out DIR` writes the tables and runs there instead (another CPU's study: `notebooks/seeds/other-cpus/<date>-<cpu>/`,
+evidence as measured, not this machine's tables).
 
 The notebooks' own seed tables (`notebooks/seeds/<stem>.json`, `mmlab seeds NN`) run one notebook at a time on all
 the cores; a thread count acts like a seed, so this checks every bar again when two run side by side. Per seed it
@@ -31,10 +34,19 @@ from mmlab.seeds import summarise
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "notebooks" / "seeds" / "one-thread"
 HOW = "mmlab run --jobs 2: two notebooks side by side, one thread each, each seed from an empty cache"
+# the settings that make torch, MKL and oneDNN take another CPU's kernels (an AVX2 machine checked from an AVX-512 one)
+ISA = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA") if k in os.environ}
+if ISA:
+    HOW += "; kernels limited by " + " ".join(f"{k}={v}" for k, v in ISA.items())
 
-if not all(a.isdigit() for a in sys.argv[1:]):
+args = sys.argv[1:]
+if args[:1] == ["--out"]:
+    if len(args) < 2:
+        raise SystemExit("--out needs a folder\n" + __doc__)
+    OUT, args = Path(args[1]).resolve(), args[2:]
+if not all(a.isdigit() for a in args):
     raise SystemExit(__doc__)
-seeds = [int(a) for a in sys.argv[1:]] or [0, 1, 2, 3, 4]
+seeds = [int(a) for a in args] or [0, 1, 2, 3, 4]
 OUT.mkdir(parents=True, exist_ok=True)
 
 
