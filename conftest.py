@@ -21,21 +21,14 @@ from pathlib import Path
 
 import pytest
 
-from mmlab import allocator, scratch
+from mmlab import allocator, lanes, scratch
 
 MAX_WORKERS = 2  # memory: a worker and its notebook kernel take up to ~2.5 GB; and 05 alone sets the wall time
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_auto_num_workers(config):
-    return max(1, min(MAX_WORKERS, _cores()))
+    return max(1, min(MAX_WORKERS, lanes.cores()))
 
 
 def pytest_configure(config):
@@ -49,8 +42,8 @@ def pytest_configure(config):
     # `mmlab run` in a test runs one notebook at a time unless the test asks for more (pytest's workers share the cores)
     os.environ.setdefault("MMLAB_JOBS", "1")
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
-    if workers and "MMLAB_THREADS" not in os.environ:  # a worker: its kernels inherit these
-        threads = str(max(1, _cores() // int(workers)))
+    if workers and "MMLAB_THREADS" not in os.environ:  # a worker: its kernels inherit these (at most 2 threads)
+        threads = str(lanes.kernel_threads(int(workers)))
         os.environ.update(MMLAB_THREADS=threads, OMP_NUM_THREADS=threads)
         import torch
 

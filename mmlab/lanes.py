@@ -40,12 +40,12 @@ def _accelerator() -> str | None:
 def auto_jobs(env: dict[str, str] | None = None, inplace: bool = False) -> tuple[int, str]:
     """How many notebooks ``mmlab run`` runs at once when ``--jobs`` is not given, and why.
 
-    ``MMLAB_JOBS`` decides when set. Otherwise two on a CPU with the cores for two kernels (each gets half of them, or
-    the caller's ``MMLAB_THREADS``) and the memory (2 x 1.6 GB plus room): the tiny models keep a second thread of one
+    ``MMLAB_JOBS`` decides when set. Otherwise two on a CPU with the cores for two kernels (each gets half of them, at most
+    ``MAX_THREADS``, or the caller's ``MMLAB_THREADS``) and the memory (2 x 1.6 GB plus room): the tiny models keep a second thread of one
     kernel only partly busy, so two side by side on one thread each finish sooner than one after the other on two, and
     every bar holds for seeds 0-4 on one thread (``notebooks/seeds/one-thread``). One on a GPU (one device, where the
     training is not CPU-bound), where the cores or memory are short, and with ``inplace``: the outputs stored in the
-    notebooks come from the configuration of their seed tables (one at a time, all the cores), so they match them.
+    notebooks come from the configuration of their seed tables (one at a time, two threads), so they match them.
     """
     env = {**os.environ, **(env or {})}
     if env.get("MMLAB_JOBS"):
@@ -67,15 +67,30 @@ def auto_jobs(env: dict[str, str] | None = None, inplace: bool = False) -> tuple
     accelerator = _accelerator()
     if accelerator:
         return 1, f"a {accelerator} device: one notebook at a time on it"
-    each = int(threads) if threads and threads.isdigit() else max(1, n // 2)
+    each = int(threads) if threads and threads.isdigit() else kernel_threads(2)
     return 2, f"{n} cores, no GPU: two notebooks side by side, {each} thread{'s' if each > 1 else ''} each"
 
 
+# The most threads a kernel gets unless MMLAB_THREADS says otherwise. A thread count acts like a seed, and the seed
+# tables cover 1 and 2 threads (notebooks/seeds/, seeds/one-thread/); on 4 threads notebooks 01 and 02 each missed a
+# bar at one seed (notebooks/seeds/other-cpus/2026-12-05-intel-xeon-amx-four-threads/). The tiny models gain little
+# from more threads (README, "Two notebooks side by side").
+MAX_THREADS = 2
+
+
+def kernel_threads(jobs: int) -> int:
+    """Threads for each of ``jobs`` kernels sharing this machine's cores: its share, at most ``MAX_THREADS``."""
+    return max(1, min(MAX_THREADS, cores() // jobs))
+
+
 def lane_env(jobs: int, env: dict[str, str] | None = None) -> dict[str, str]:
-    """Kernel variables for ``jobs`` notebooks side by side: the cores split between them (MMLAB_THREADS and
-    OMP_NUM_THREADS), unless the caller set MMLAB_THREADS. More threads than cores slow torch down many times over."""
+    """Kernel variables for ``jobs`` notebooks side by side: the cores split between them, at most ``MAX_THREADS``
+    each (MMLAB_THREADS and OMP_NUM_THREADS), unless the caller set MMLAB_THREADS. More threads than cores slow torch
+    down many times over; more than ``MAX_THREADS`` give figures no seed table checked."""
     env = dict(env or {})
-    if jobs > 1 and "MMLAB_THREADS" not in env and "MMLAB_THREADS" not in os.environ:
-        threads = str(max(1, cores() // jobs))
-        env.update(MMLAB_THREADS=threads, OMP_NUM_THREADS=threads)
+    if "MMLAB_THREADS" in env or "MMLAB_THREADS" in os.environ:
+        return env
+    threads = kernel_threads(jobs)
+    if jobs > 1 or threads < cores():  # one kernel on at most 2 cores keeps torch's default (one thread a core)
+        env.update(MMLAB_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
     return env

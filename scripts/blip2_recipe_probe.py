@@ -2,6 +2,9 @@
 
     python scripts/blip2_recipe_probe.py --seeds 2 3 --variant stage2_steps=600 --variant stage1_steps=100
 
+MMLAB_THREADS sets the thread count (a thread count acts like a seed; before 2026-12-05 the probe ignored it and ran
+on torch's default, so OMP_NUM_THREADS had to say it).
+
 Each variant is a comma-separated list of TinyBlip2Recipe overrides ("base" = the library's defaults = notebook 02's
 recipe; the earlier stage 1 is --variant stage1_steps=300,stage1_lr=0.002). The frozen CLIP of
 each seed comes from the cache (tiny_clip(seed)). Prints one JSON line per (variant, seed). How the recipe of
@@ -16,6 +19,7 @@ from dataclasses import fields, replace
 from mmlab import blip2 as mblip2
 from mmlab import clip as mclip
 from mmlab.data import ShapesWorld
+from mmlab.runtime import set_threads
 
 
 def parse(variant: str) -> dict:
@@ -55,6 +59,7 @@ if __name__ == "__main__":
     parser.add_argument("--variant", action="append", default=None)
     parser.add_argument("--no-stage1", action="store_true")
     args = parser.parse_args()
+    set_threads()  # MMLAB_THREADS, as the notebook's Settings cell does
     for variant in args.variant or ["base"]:
         for seed in args.seeds:
             print(json.dumps(run(seed, parse(variant), with_stage1=not args.no_stage1)), flush=True)

@@ -1,10 +1,13 @@
 """Seed study of the whole suite run two notebooks at a time: `mmlab run --jobs 2` (one thread each on 2 cores), once
 per training seed, each from an empty cache.
 
+    python scripts/suite_seed_study.py [--out DIR] [--threads N] [--notebooks 01 02 ...] [--seeds S ...]
     python scripts/suite_seed_study.py [--out DIR] [SEED ...]     # default 0 1 2 3 4; run it alone (never beside another torch job)
 
 `--out DIR` writes the tables and runs there instead (another CPU's study: `notebooks/seeds/other-cpus/<date>-<cpu>/`,
-evidence as measured, not this machine's tables).
+evidence as measured, not this machine's tables). `--threads N` runs one notebook at a time with MMLAB_THREADS=N
+instead (a laptop's thread count checked here: more threads than cores is slow, never wrong; it needs `--out`).
+`--notebooks` runs only the named notebooks (default all five).
 
 The notebooks' own seed tables (`notebooks/seeds/<stem>.json`, `mmlab seeds NN`) run one notebook at a time on all
 the cores; a thread count acts like a seed, so this checks every bar again when two run side by side. Per seed it
@@ -17,7 +20,9 @@ What it found (2026-12-04, written for `mmlab run --jobs 2`, then the default): 
 text-to-image bar at seeds 3 and 4 and 02 its held-out bar at seed 4, so `mmlab run` went back to one notebook at a
 time on all the cores (the README's "Seeds 0-4 on one thread"). After the recipe changes to 02 and 05 the same day,
 it ran again: every notebook green, every bar met for seeds 0-4, so two at a time is the default again
-(`mmlab.lanes.auto_jobs`).
+(`mmlab.lanes.auto_jobs`). With `--threads 4 --notebooks 01 02` (2026-12-05, an Intel Xeon with AMX; 05 at seeds 3 and
+4): 01 missed its held-out bar at seed 3 (0.854) and 02 at seed 4 (0.788), so `mmlab run` gives a kernel at most 2
+threads (`mmlab.lanes.MAX_THREADS`; the README's "Claims that hold for every seed").
 """
 import json
 import os
@@ -39,14 +44,31 @@ ISA = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTION
 if ISA:
     HOW += "; kernels limited by " + " ".join(f"{k}={v}" for k, v in ISA.items())
 
-args = sys.argv[1:]
-if args[:1] == ["--out"]:
-    if len(args) < 2:
-        raise SystemExit("--out needs a folder\n" + __doc__)
-    OUT, args = Path(args[1]).resolve(), args[2:]
-if not all(a.isdigit() for a in args):
-    raise SystemExit(__doc__)
-seeds = [int(a) for a in args] or [0, 1, 2, 3, 4]
+options = {"--out": [], "--threads": [], "--notebooks": [], "--seeds": []}
+current = options["--seeds"]                      # bare numbers are seeds, as before
+for a in sys.argv[1:]:
+    if a in options:
+        current = options[a]
+    elif a.startswith("-"):
+        raise SystemExit(f"unknown option {a!r}\n" + __doc__)
+    else:
+        current.append(a)
+if len(options["--out"]) > 1 or len(options["--threads"]) > 1:
+    raise SystemExit("--out takes one folder and --threads one number\n" + __doc__)
+if not all(a.isdigit() for a in options["--seeds"] + options["--threads"]):
+    raise SystemExit("seeds and --threads must be whole numbers\n" + __doc__)
+if options["--out"]:
+    OUT = Path(options["--out"][0]).resolve()
+elif options["--threads"]:
+    raise SystemExit("--threads needs --out: the tables in notebooks/seeds/one-thread are for two notebooks side by side")
+THREADS = int(options["--threads"][0]) if options["--threads"] else None
+if THREADS is not None and THREADS < 1:
+    raise SystemExit(f"--threads must be at least 1, got {THREADS}")
+NOTEBOOKS = options["--notebooks"]
+if THREADS:
+    HOW = HOW.replace("mmlab run --jobs 2: two notebooks side by side, one thread each",
+                      f"mmlab run --jobs 1, MMLAB_THREADS={THREADS}: one notebook at a time, {THREADS} threads")
+seeds = [int(a) for a in options["--seeds"]] or [0, 1, 2, 3, 4]
 OUT.mkdir(parents=True, exist_ok=True)
 
 
@@ -59,10 +81,13 @@ for seed in seeds:
     env = dict(os.environ, MMLAB_SEED=str(seed), MMLAB_CACHE=str(work / "cache"))
     env.pop("MMLAB_THREADS", None)  # each kernel on its share of the cores
     env["MMLAB_JOBS"] = "2"
+    if THREADS:
+        env.update(MMLAB_THREADS=str(THREADS), MMLAB_JOBS="1")
     print(f"[seed {seed}] mmlab run, cache {work / 'cache'}", flush=True)
     t0 = time.perf_counter()
     cli = "import sys; from mmlab.cli import main; sys.exit(main())"  # the `mmlab` command, under this Python
-    proc = subprocess.run([sys.executable, "-c", cli, "run", "--no-progress", "--book", str(work / "book")], cwd=ROOT, env=env)
+    proc = subprocess.run([sys.executable, "-c", cli, "run", "--no-progress", "--book", str(work / "book"), *NOTEBOOKS],
+                          cwd=ROOT, env=env)
     wall = time.perf_counter() - t0
     summary = json.loads((work / "book" / "summary.json").read_text())
     # the yardstick right after the run, alone on the machine (torch's default threads: all the cores), so that runs
@@ -83,7 +108,8 @@ for seed in seeds:
                  "machine": machine(), "versions": library_versions(),
                  "threads": report.get("threads"), "how": HOW, "rows": rows, "summary": summarise(rows)}
         write_atomic(target, (json.dumps(study, indent=1) + "\n").encode())
-    runs = [r for r in load(OUT / "runs.json", []) if r["seed"] != seed]
+    ran = sorted(r["name"] for r in summary)   # a run of other notebooks at this seed stays on record
+    runs = [r for r in load(OUT / "runs.json", []) if r["seed"] != seed or sorted(r["notebook_seconds"]) != ran]
     runs.append({"seed": seed, "when": when, "exit_code": proc.returncode,
                  "wall_seconds": round(summary[0].get("run_wall_seconds") or wall, 1),
                  "sum_seconds": round(sum(r["seconds"] for r in summary), 1),

@@ -134,7 +134,7 @@ def test_jobs_run_notebooks_side_by_side_on_a_share_of_the_cores(tmp_path, monke
     assert cli.main(["run", "--jobs", "2", "--dir", str(folder), "--build", str(build), "--no-progress"]) == 0
     summary = json.loads((build / "summary.json").read_text())
     assert [(r["name"], r["status"]) for r in summary] == [("01_a", "ok"), ("02_b", "ok")]
-    expected = str(max(1, lanes.cores() // 2))
+    expected = str(max(1, min(lanes.MAX_THREADS, lanes.cores() // 2)))
     assert (tmp_path / "a").read_text() == expected and (tmp_path / "b").read_text() == expected
     assert (build / "01_a.html").exists() and (build / "02_b.html").exists()
 
@@ -143,7 +143,16 @@ def test_jobs_keep_an_explicit_thread_count_and_reject_zero(monkeypatch):
     monkeypatch.setenv("MMLAB_THREADS", "3")
     assert "MMLAB_THREADS" not in lanes.lane_env(2)  # the caller's MMLAB_THREADS reaches the kernels unchanged
     monkeypatch.delenv("MMLAB_THREADS")
-    assert lanes.lane_env(1) == {} and lanes.lane_env(2, {"MMLAB_SEED": "1"})["MMLAB_SEED"] == "1"
+    assert lanes.lane_env(2, {"MMLAB_SEED": "1"})["MMLAB_SEED"] == "1"
+
+
+@pytest.mark.parametrize("cores, jobs, threads", [(1, 1, None), (2, 1, None), (2, 2, "1"), (4, 2, "2"), (8, 2, "2"),
+                                                  (8, 1, "2"), (16, 3, "2"), (3, 2, "1")])
+def test_kernels_get_at_most_the_thread_counts_the_seed_tables_checked(monkeypatch, cores, jobs, threads):
+    monkeypatch.delenv("MMLAB_THREADS", raising=False)
+    monkeypatch.setattr(lanes, "cores", lambda: cores)
+    env = lanes.lane_env(jobs)
+    assert env.get("MMLAB_THREADS") == threads and env.get("OMP_NUM_THREADS") == threads
     with pytest.raises(SystemExit, match="--jobs must be a positive integer"):
         cli.run([], cli.Path("unused"), jobs=0)
 
@@ -421,6 +430,9 @@ def test_auto_jobs_two_on_a_cpu_with_the_cores_and_memory_else_one(monkeypatch):
     assert lanes.auto_jobs({"MMLAB_JOBS": "3"}) == (3, "MMLAB_JOBS")
     assert lanes.auto_jobs({"MMLAB_THREADS": "2"})[0] == 1          # 2 x 2 threads on 2 cores would oversubscribe them
     assert lanes.auto_jobs({"MMLAB_THREADS": "1"})[0] == 2
+    monkeypatch.setattr(lanes, "cores", lambda: 16)                   # at most the thread counts the tables checked
+    assert lanes.auto_jobs() == (2, "16 cores, no GPU: two notebooks side by side, 2 threads each")
+    monkeypatch.setattr(lanes, "cores", lambda: 2)
     monkeypatch.setattr(lanes, "_memory_gb", lambda: 4.0)
     assert lanes.auto_jobs() == (1, "4.0 GB of memory: not enough for two kernels")
     monkeypatch.setattr(lanes, "_memory_gb", lambda: None)           # unknown: not a reason to refuse
