@@ -41,13 +41,13 @@ def pytest_configure(config):
         os.environ["TMPDIR"] = str(config._mmlab_tmpdir[1])
     # `mmlab run` in a test runs one notebook at a time unless the test asks for more (pytest's workers share the cores)
     os.environ.setdefault("MMLAB_JOBS", "1")
-    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
-    if workers and "MMLAB_THREADS" not in os.environ:  # a worker: its kernels inherit these (at most 2 threads)
-        threads = str(lanes.kernel_threads(int(workers)))
-        os.environ.update(MMLAB_THREADS=threads, OMP_NUM_THREADS=threads)
+    # a worker's (or the only process's) share of the cores, at most 2 threads (lanes.MAX_THREADS); its kernels inherit it
+    pinned = lanes.lane_env(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1))
+    if pinned:
+        os.environ.update(pinned)
         import torch
 
-        torch.set_num_threads(int(threads))  # the unit tests in this worker
+        torch.set_num_threads(int(pinned["MMLAB_THREADS"]))  # the unit tests in this process
 
 
 def pytest_unconfigure(config):

@@ -40,11 +40,11 @@ def _accelerator() -> str | None:
 def auto_jobs(env: dict[str, str] | None = None, inplace: bool = False) -> tuple[int, str]:
     """How many notebooks ``mmlab run`` runs at once when ``--jobs`` is not given, and why.
 
-    ``MMLAB_JOBS`` decides when set. Otherwise two on a CPU with the cores for two kernels (each gets half of them, at most
-    ``MAX_THREADS``, or the caller's ``MMLAB_THREADS``) and the memory (2 x 1.6 GB plus room): the tiny models keep a second thread of one
-    kernel only partly busy, so two side by side on one thread each finish sooner than one after the other on two, and
-    every bar holds for seeds 0-4 on one thread (``notebooks/seeds/one-thread``). One on a GPU (one device, where the
-    training is not CPU-bound), where the cores or memory are short, and with ``inplace``: the outputs stored in the
+    ``MMLAB_JOBS`` decides when set. Otherwise two on a CPU with the cores for two kernels (each gets half of them, at
+    most ``MAX_THREADS``, or the caller's ``MMLAB_THREADS``) and the memory (2 x 1.6 GB plus room): the tiny models keep
+    a second thread of one kernel only partly busy, so two side by side on one thread each finish sooner than one after
+    the other on two, and every bar holds for seeds 0-4 on one thread (``notebooks/seeds/one-thread``). One on a GPU
+    (one device, where the training is not CPU-bound), where the cores or memory are short, and with ``inplace``: the outputs stored in the
     notebooks come from the configuration of their seed tables (one at a time, two threads), so they match them.
     """
     env = {**os.environ, **(env or {})}
