@@ -24,6 +24,7 @@ it ran again: every notebook green, every bar met for seeds 0-4, so two at a tim
 4): 01 missed its held-out bar at seed 3 (0.854) and 02 at seed 4 (0.788), so `mmlab run` gives a kernel at most 2
 threads (`mmlab.lanes.MAX_THREADS`; the README's "Claims that hold for every seed").
 """
+import argparse
 import json
 import os
 import shutil
@@ -38,37 +39,26 @@ from mmlab.seeds import summarise
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "notebooks" / "seeds" / "one-thread"
-HOW = "mmlab run --jobs 2: two notebooks side by side, one thread each, each seed from an empty cache"
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("seeds", nargs="*", type=int, help="training seeds (default 0 1 2 3 4)")
+parser.add_argument("--seeds", nargs="+", type=int, dest="seed_list", default=[], help="the same, as an option")
+parser.add_argument("--out", type=Path, default=None, help="write the tables and runs here instead")
+parser.add_argument("--threads", type=int, default=None, help="one notebook at a time with MMLAB_THREADS=N (needs --out)")
+parser.add_argument("--notebooks", nargs="+", default=[], help="only these notebooks (default all five)")
+args = parser.parse_args()
+if args.threads is not None and args.threads < 1:
+    parser.error(f"--threads must be at least 1, got {args.threads}")
+if args.threads and not args.out:
+    parser.error("--threads needs --out: the tables in notebooks/seeds/one-thread are for two notebooks side by side")
+OUT = args.out.resolve() if args.out else OUT
+THREADS, NOTEBOOKS = args.threads, args.notebooks
+seeds = args.seeds + args.seed_list or [0, 1, 2, 3, 4]
+HOW = (f"mmlab run --jobs 1, MMLAB_THREADS={THREADS}: one notebook at a time, {THREADS} threads" if THREADS else
+       "mmlab run --jobs 2: two notebooks side by side, one thread each") + ", each seed from an empty cache"
 # the settings that make torch, MKL and oneDNN take another CPU's kernels (an AVX2 machine checked from an AVX-512 one)
 ISA = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA") if k in os.environ}
 if ISA:
     HOW += "; kernels limited by " + " ".join(f"{k}={v}" for k, v in ISA.items())
-
-options = {"--out": [], "--threads": [], "--notebooks": [], "--seeds": []}
-current = options["--seeds"]                      # bare numbers are seeds, as before
-for a in sys.argv[1:]:
-    if a in options:
-        current = options[a]
-    elif a.startswith("-"):
-        raise SystemExit(f"unknown option {a!r}\n" + __doc__)
-    else:
-        current.append(a)
-if len(options["--out"]) > 1 or len(options["--threads"]) > 1:
-    raise SystemExit("--out takes one folder and --threads one number\n" + __doc__)
-if not all(a.isdigit() for a in options["--seeds"] + options["--threads"]):
-    raise SystemExit("seeds and --threads must be whole numbers\n" + __doc__)
-if options["--out"]:
-    OUT = Path(options["--out"][0]).resolve()
-elif options["--threads"]:
-    raise SystemExit("--threads needs --out: the tables in notebooks/seeds/one-thread are for two notebooks side by side")
-THREADS = int(options["--threads"][0]) if options["--threads"] else None
-if THREADS is not None and THREADS < 1:
-    raise SystemExit(f"--threads must be at least 1, got {THREADS}")
-NOTEBOOKS = options["--notebooks"]
-if THREADS:
-    HOW = HOW.replace("mmlab run --jobs 2: two notebooks side by side, one thread each",
-                      f"mmlab run --jobs 1, MMLAB_THREADS={THREADS}: one notebook at a time, {THREADS} threads")
-seeds = [int(a) for a in options["--seeds"]] or [0, 1, 2, 3, 4]
 OUT.mkdir(parents=True, exist_ok=True)
 
 
