@@ -33,10 +33,10 @@ def parse(variant: str) -> dict:
     return out
 
 
-def run(seed: int, overrides: dict, with_stage1: bool = True) -> dict:
-    config = replace(mblip2.TinyBlip2Recipe(seed=seed), **overrides)
+def trained(config: "mblip2.TinyBlip2Recipe", with_stage1: bool = True):
+    """Notebook 02's BLIP-2 trained by ``config`` over the cached tiny CLIP of its seed: (model, processor, world, seconds)."""
     world = ShapesWorld(image_size=config.image_size, seed=0)
-    clip_model, _, _ = mclip.tiny_clip(seed=seed, progress=False)
+    clip_model, _, _ = mclip.tiny_clip(seed=config.seed, progress=False)
     lm, tokenizer = mblip2.tiny_language_model(config, progress=False)
     processor = mblip2.build_processor(tokenizer, config.image_size, config.num_query_tokens)
     model = mblip2.build_blip2(config, clip_model, mclip.TinyClipRecipe().model_cfg, lm, tokenizer)
@@ -45,7 +45,11 @@ def run(seed: int, overrides: dict, with_stage1: bool = True) -> dict:
         pretrainer, _ = mblip2.train_stage1(model, processor, world, config, progress=False)
         mblip2.carry_stage1(pretrainer, model)
     mblip2.train_stage2(model, processor, world, config, progress=False, eval_every=10_000)
-    seconds = time.perf_counter() - t0
+    return model, processor, world, time.perf_counter() - t0
+
+
+def run(seed: int, overrides: dict, with_stage1: bool = True) -> dict:
+    model, processor, world, seconds = trained(replace(mblip2.TinyBlip2Recipe(seed=seed), **overrides), with_stage1)
     seen = world.sample(600, "train", seed=1_000)
     heldout = world.sample(600, "heldout", seed=2_000)
     em = {name: mblip2.exact_match(mblip2.caption(model, processor, b.images), b.captions)
