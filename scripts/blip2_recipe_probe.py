@@ -33,10 +33,14 @@ def parse(variant: str) -> dict:
     return out
 
 
-def trained(config: "mblip2.TinyBlip2Recipe", with_stage1: bool = True):
-    """Notebook 02's BLIP-2 trained by ``config`` over the cached tiny CLIP of its seed: (model, processor, world, seconds)."""
+def trained(config: "mblip2.TinyBlip2Recipe", with_stage1: bool = True, clip_steps: int | None = None):
+    """Notebook 02's BLIP-2 trained by ``config`` over the cached tiny CLIP of its seed (notebook 01's recipe, or that
+    recipe with ``clip_steps`` steps; trained and cached when absent): (model, processor, world, seconds)."""
     world = ShapesWorld(image_size=config.image_size, seed=0)
-    clip_model, _, _ = mclip.tiny_clip(seed=config.seed, progress=False)
+    clip_recipe = mclip.TinyClipRecipe(seed=config.seed)
+    if clip_steps is not None:
+        clip_recipe = replace(clip_recipe, num_steps=clip_steps)
+    clip_model, _, _ = mclip.tiny_clip(recipe=clip_recipe, progress=False)
     lm, tokenizer = mblip2.tiny_language_model(config, progress=False)
     processor = mblip2.build_processor(tokenizer, config.image_size, config.num_query_tokens)
     model = mblip2.build_blip2(config, clip_model, mclip.TinyClipRecipe().model_cfg, lm, tokenizer)

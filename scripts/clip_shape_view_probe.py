@@ -3,7 +3,10 @@ CLIP of each seed (``MMLAB_CACHE`` picks the cache) and scores 1,200 held-out im
 the colour prompt asked about the image or its blurred copy and the shape prompt about the image, its grey copy or
 its silhouette (max - min over the channels, as notebook 01's ``silhouette``), overall and per held-out pair.
 
-    python scripts/clip_shape_view_probe.py 0 1 2 3 4
+    python scripts/clip_shape_view_probe.py 0 1 2 3 4 [num_steps=1600]
+
+A ``num_steps=N`` argument reads the cached CLIPs of notebook 01's recipe with N training steps instead (cached by
+``scripts/blip2_view_probe.py --clip-steps N``, for example).
 
 Measured 2026-11-29 (2 cores, 2,600-step recipe): colour and shape both asked about the image 0.973 / 0.998 / 0.891,
 shape asked about the grey copy 0.954 / 0.957 / 0.962 for seeds 0 / 1 / 2, so the notebook then used the grey copy.
@@ -31,8 +34,9 @@ SHAPE_VIEWS = {"image": lambda x: x, "grey": mclip.grey, "silhouette": silhouett
 world = ShapesWorld(image_size=32, seed=0)
 batch = world.sample(1200, "heldout", seed=999)
 target = torch.tensor([world.pairs.index(p) for p in zip(batch.colors, batch.shapes)])
-for s in [int(a) for a in sys.argv[1:]] or [0, 1, 2, 3, 4]:
-    recipe = mclip.TinyClipRecipe(seed=s)
+steps = [int(a.split("=", 1)[1]) for a in sys.argv[1:] if a.startswith("num_steps=")]
+for s in [int(a) for a in sys.argv[1:] if not a.startswith("num_steps=")] or [0, 1, 2, 3, 4]:
+    recipe = mclip.TinyClipRecipe(seed=s, **({"num_steps": steps[0]} if steps else {}))
     model, _, _ = mclip.load_clip(f"local-dir:{mclip.tiny_clip_dir(recipe)}")
     tokenizer = mclip.tokenizer_for(recipe.model_cfg)
     with torch.no_grad():
@@ -40,7 +44,8 @@ for s in [int(a) for a in sys.argv[1:]] or [0, 1, 2, 3, 4]:
         shape_text = mclip.encode(model, texts=tokenizer([f"a {s}" for s in world.shapes]))[1]
         colour_sim = {k: mclip.encode(model, view(batch.images))[0] @ colour_text.T for k, view in COLOUR_VIEWS.items()}
         shape_sim = {k: mclip.encode(model, view(batch.images))[0] @ shape_text.T for k, view in SHAPE_VIEWS.items()}
-    print(f"seed {s}  (colour view + shape view: all six held-out pairs; " + ", ".join(" ".join(p) for p in world.heldout_pairs) + ")")
+    pairs = ", ".join(" ".join(p) for p in world.heldout_pairs)
+    print(f"seed {s}, {recipe.num_steps} steps  (colour view + shape view: all six held-out pairs; {pairs})")
     for c_name, c_sim in colour_sim.items():
         for s_name, s_sim in shape_sim.items():
             hit = ((c_sim[:, :, None] + s_sim[:, None, :]).flatten(1).argmax(-1).cpu() == target).float()
