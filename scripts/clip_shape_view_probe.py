@@ -35,8 +35,8 @@ world = ShapesWorld(image_size=32, seed=0)
 batch = world.sample(1200, "heldout", seed=999)
 target = torch.tensor([world.pairs.index(p) for p in zip(batch.colors, batch.shapes)])
 steps = [int(a.split("=", 1)[1]) for a in sys.argv[1:] if a.startswith("num_steps=")]
-for s in [int(a) for a in sys.argv[1:] if not a.startswith("num_steps=")] or [0, 1, 2, 3, 4]:
-    recipe = mclip.TinyClipRecipe(seed=s, **({"num_steps": steps[0]} if steps else {}))
+for seed in [int(a) for a in sys.argv[1:] if not a.startswith("num_steps=")] or [0, 1, 2, 3, 4]:
+    recipe = mclip.TinyClipRecipe(seed=seed, **({"num_steps": steps[0]} if steps else {}))
     model, _, _ = mclip.load_clip(f"local-dir:{mclip.tiny_clip_dir(recipe)}")
     tokenizer = mclip.tokenizer_for(recipe.model_cfg)
     with torch.no_grad():
@@ -45,7 +45,7 @@ for s in [int(a) for a in sys.argv[1:] if not a.startswith("num_steps=")] or [0,
         colour_sim = {k: mclip.encode(model, view(batch.images))[0] @ colour_text.T for k, view in COLOUR_VIEWS.items()}
         shape_sim = {k: mclip.encode(model, view(batch.images))[0] @ shape_text.T for k, view in SHAPE_VIEWS.items()}
     pairs = ", ".join(" ".join(p) for p in world.heldout_pairs)
-    print(f"seed {s}, {recipe.num_steps} steps  (colour view + shape view: all six held-out pairs; {pairs})")
+    print(f"seed {seed}, {recipe.num_steps} steps  (colour view + shape view: all six held-out pairs; {pairs})")
     for c_name, c_sim in colour_sim.items():
         for s_name, s_sim in shape_sim.items():
             hit = ((c_sim[:, :, None] + s_sim[:, None, :]).flatten(1).argmax(-1).cpu() == target).float()
