@@ -9,7 +9,7 @@ so :func:`load_clip` loads it exactly as it loads a checkpoint from the hub.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import open_clip
@@ -105,6 +105,17 @@ def grey(images: torch.Tensor) -> torch.Tensor:
     return images.mean(1, keepdim=True).expand(-1, 3, -1, -1).contiguous()
 
 
+def silhouette(images: torch.Tensor) -> torch.Tensor:
+    """Colour removed, shape kept: max - min over the channels, repeated over the 3 channels ((N, 3, H, W) -> same shape).
+
+    Unlike :func:`grey` it does not turn a colour into a brightness that can match the background: ShapesWorld's
+    background is grey (max - min ~ 0) and every colour of its palette is saturated (max - min 0.65-0.85), while
+    green's channel mean (0.33) lies inside the background's range (0-0.35).
+    """
+    chroma = images.amax(1, keepdim=True) - images.amin(1, keepdim=True)  # (N, 1, H, W): ~0 where the pixel is grey
+    return chroma.expand(-1, 3, -1, -1)
+
+
 def flat_colour(images: torch.Tensor) -> torch.Tensor:
     """Shape removed: the mean colour of each quarter of the image, as 2 x 2 blocks ((N, 3, H, W) -> same shape)."""
     return F.interpolate(F.avg_pool2d(images, images.shape[-1] // 2), size=images.shape[-2:])
@@ -174,30 +185,32 @@ def zero_shot_predict(model: open_clip.CLIP, images: torch.Tensor, classifier: t
 
 
 def compositional_logits(model: open_clip.CLIP, tokenizer, images: torch.Tensor, colors: Sequence[str],
-                         shapes: Sequence[str], color_template: str = "a {} shape", shape_template: str = "a {}",
-                         grey_for_shape: bool = False) -> torch.Tensor:
-    """Zero-shot pair scores composed from attribute prompts: sim(img, color prompt) + sim(img, shape prompt).
+                         shapes: Sequence[str], colour_view: Callable = flat_colour, shape_view: Callable = silhouette,
+                         color_template: str = "a {} shape", shape_template: str = "a {}") -> torch.Tensor:
+    """Zero-shot pair scores composed from attribute prompts: cos(colour view, "a red shape") + cos(shape view, "a triangle").
 
-    Instead of embedding the unseen phrase "a red triangle" (a word pair the text tower never read together),
-    each attribute is asked separately and the two cosine similarities are added.
+    Instead of embedding the unseen phrase "a red triangle" (a word pair the text tower never read together), each
+    attribute is asked on its own, about a view of the image that shows only that attribute (the blurred copy keeps
+    the colour, the silhouette the shape), and the two cosine similarities are added.
 
     Args:
         images: (N, 3, H, W) in [0, 1].
-        grey_for_shape: ask the shape prompt about the grey image (colour removed).
+        colour_view, shape_view: (N, 3, H, W) -> (N, 3, H, W) maps in [0, 1]; ``lambda x: x`` asks the image itself.
     Returns:
         (N, len(colors) * len(shapes)) scores in (colour, shape) order: index = i_color * len(shapes) + i_shape.
     """
-    for name, tmpl in (("color_template", color_template), ("shape_template", shape_template)):
+    _check_templates(color_template=color_template, shape_template=shape_template)
+    with torch.no_grad():
+        colour_image, colour_text = encode(model, colour_view(images), tokenizer([color_template.format(c) for c in colors]))
+        shape_image, shape_text = encode(model, shape_view(images), tokenizer([shape_template.format(s) for s in shapes]))
+    scores = (colour_image @ colour_text.T)[:, :, None] + (shape_image @ shape_text.T)[:, None, :]  # (N, C, S)
+    return scores.flatten(1).cpu()  # (N, C*S)
+
+
+def _check_templates(**templates: str) -> None:
+    for name, tmpl in templates.items():
         if tmpl.count("{}") != 1:
             raise ValueError(f"{name} must contain exactly one '{{}}', got {tmpl!r}")
-    with torch.no_grad():
-        image_features, color_features = encode(model, images, tokenizer([color_template.format(c) for c in colors]))
-        shape_images = grey(images) if grey_for_shape else None
-        shape_image_features = image_features if shape_images is None else encode(model, shape_images)[0]
-        _, shape_features = encode(model, texts=tokenizer([shape_template.format(s) for s in shapes]))
-        color_sim = image_features @ color_features.T  # (N, C)
-        shape_sim = shape_image_features @ shape_features.T  # (N, S)
-    return (color_sim[:, :, None] + shape_sim[:, None, :]).flatten(1).cpu()  # (N, C*S)
 
 
 def pair_classnames(world: ShapesWorld) -> list[str]:
@@ -206,17 +219,15 @@ def pair_classnames(world: ShapesWorld) -> list[str]:
 
 
 def zero_shot_accuracy(model: open_clip.CLIP, tokenizer, world: ShapesWorld, n: int = 600, split: str = "heldout",
-                       templates: Sequence[str] = ("a {}",), seed: int = 12345, composed: bool = False,
-                       grey_for_shape: bool = True) -> float:
+                       templates: Sequence[str] = ("a {}",), seed: int = 12345, composed: bool = False) -> float:
     """Zero-shot accuracy over *all* colour x shape class names on ``n`` images of ``split``.
 
-    ``composed=False``: one prompt per pair ("a red triangle"); ``composed=True``: :func:`compositional_logits`,
-    the shape prompt asked about the grey copy of the image (``grey_for_shape``, as the model learnt shapes).
+    ``composed=False``: one prompt per pair ("a red triangle"); ``composed=True``: :func:`compositional_logits`
+    (the colour asked about the blurred copy, the shape about the silhouette).
     """
     batch = world.sample(n, split, seed=seed)
     if composed:
-        pred = compositional_logits(model, tokenizer, batch.images, world.colors, world.shapes,
-                                    grey_for_shape=grey_for_shape).argmax(-1)
+        pred = compositional_logits(model, tokenizer, batch.images, world.colors, world.shapes).argmax(-1)
     else:
         classifier = zero_shot_classifier(model, tokenizer, pair_classnames(world), templates)
         pred = zero_shot_predict(model, batch.images, classifier).argmax(-1)

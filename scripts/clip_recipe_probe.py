@@ -7,7 +7,8 @@ shape_batches=6); the rest stays notebook 01's recipe. A thread count acts like 
 what 01's claims cell scores (1,200 images each, image seed 999): composed prompts read as notebook 01 reads them since
 2026-12-05 (colour asked about the blurred copy, shape about the silhouette) and as before (the image and its grey
 copy), one prompt per pair on held-out pairs, composed prompts (image + grey) on seen pairs; and the held-out curve of
-training (300 images every 200 steps, image + grey, as training logs it).
+training (300 images every 200 steps, composed as training logs it: blurred + silhouette since 2026-12-06, image + grey
+before).
 
 Measured 2026-12-05 (Intel Xeon with AMX, 2 cores, MMLAB_THREADS=4): see notebook 01's appendix.
 """
@@ -43,24 +44,22 @@ seconds = time.perf_counter() - t0
 tokenizer = mclip.tokenizer_for(recipe.model_cfg)
 
 
-def blurred_silhouette_accuracy(split: str) -> float:
-    """Notebook 01's composed read since 2026-12-05: colour asked about the blurred copy, shape about the silhouette."""
+def composed_accuracy(split: str, **views) -> float:
+    """Composed prompts on 1,200 images of ``split`` (seed 999, as notebook 01): ``mclip.compositional_logits``."""
     batch = world.sample(1200, split, seed=999)
-    silhouette = (batch.images.amax(1, keepdim=True) - batch.images.amin(1, keepdim=True)).expand(-1, 3, -1, -1)
-    colour_image, colour_text = mclip.encode(model, mclip.flat_colour(batch.images), tokenizer([f"a {c} shape" for c in world.colors]))
-    shape_image, shape_text = mclip.encode(model, silhouette, tokenizer([f"a {s}" for s in world.shapes]))
-    scores = ((colour_image @ colour_text.T)[:, :, None] + (shape_image @ shape_text.T)[:, None, :]).flatten(1).cpu()
+    scores = mclip.compositional_logits(model, tokenizer, batch.images, world.colors, world.shapes, **views)
     target = torch.tensor([world.pairs.index(p) for p in zip(batch.colors, batch.shapes)])
     return (scores.argmax(-1) == target).float().mean().item()
 
 
+IMAGE_GREY = {"colour_view": lambda x: x, "shape_view": mclip.grey}  # notebook 01's read before 2026-12-05
+
 with torch.no_grad():
     scores = {
-        "composed (blurred + silhouette), held-out (bar >= 0.90)": blurred_silhouette_accuracy("heldout"),
-        "composed (image + grey), held-out": mclip.zero_shot_accuracy(model, tokenizer, world, n=1200, seed=999, composed=True),
+        "composed (blurred + silhouette), held-out (bar >= 0.90)": composed_accuracy("heldout"),
+        "composed (image + grey), held-out": composed_accuracy("heldout", **IMAGE_GREY),
         "one prompt per pair, held-out": mclip.zero_shot_accuracy(model, tokenizer, world, n=1200, seed=999),
-        "composed (image + grey), seen pairs": mclip.zero_shot_accuracy(model, tokenizer, world, n=1200, seed=999,
-                                                                        composed=True, split="train"),
+        "composed (image + grey), seen pairs": composed_accuracy("train", **IMAGE_GREY),
     }
 curve = " ".join(f"{step}:{e['heldout_acc_composed']:.2f}" for step, e in history.evals)
 print(f"held-out composed during training (300 images): {curve}")

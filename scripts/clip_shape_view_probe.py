@@ -1,7 +1,7 @@
 """Which view should each composed prompt ask? (How notebook 01's composed method was chosen.) Loads the cached tiny
 CLIP of each seed (``MMLAB_CACHE`` picks the cache) and scores 1,200 held-out images (seed 999, as notebook 01) with
 the colour prompt asked about the image or its blurred copy and the shape prompt about the image, its grey copy or
-its silhouette (max - min over the channels, as notebook 01's ``silhouette``), overall and per held-out pair.
+its silhouette (max - min over the channels, ``mmlab.clip.silhouette``), overall and per held-out pair.
 
     python scripts/clip_shape_view_probe.py 0 1 2 3 4 [num_steps=1600]
 
@@ -22,14 +22,8 @@ import torch
 from mmlab import clip as mclip
 from mmlab.data import ShapesWorld
 
-
-def silhouette(images: torch.Tensor) -> torch.Tensor:
-    """Colour removed, shape kept: max - min over the channels, (N, 3, H, W) in [0, 1] -> the same shape."""
-    return (images.amax(1, keepdim=True) - images.amin(1, keepdim=True)).expand(-1, 3, -1, -1)
-
-
 COLOUR_VIEWS = {"image": lambda x: x, "blurred": mclip.flat_colour}
-SHAPE_VIEWS = {"image": lambda x: x, "grey": mclip.grey, "silhouette": silhouette}
+SHAPE_VIEWS = {"image": lambda x: x, "grey": mclip.grey, "silhouette": mclip.silhouette}
 
 world = ShapesWorld(image_size=32, seed=0)
 batch = world.sample(1200, "heldout", seed=999)

@@ -141,6 +141,9 @@ def test_views_and_tokenizer_errors():
     pixels = grey * std + mean
     assert torch.allclose(pixels[:, 0], pixels[:, 1], atol=1e-6) and torch.allclose(pixels[:, 1], pixels[:, 2], atol=1e-6)
     assert blur[..., :16, :16].flatten(2).std(-1).max() < 1e-6  # one colour per quarter
+    silhouette, = mb.image_views(x, ("silhouette",))
+    chroma = (silhouette * std + mean)[:, 0]  # the same on every channel: max - min of the un-normalised pixels
+    torch.testing.assert_close(chroma, (x * std + mean).amax(1) - (x * std + mean).amin(1))
     with pytest.raises(ValueError, match="views"):
         mb.image_views(x, ("sepia",))
     with pytest.raises(ValueError, match="stage"):

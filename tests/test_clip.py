@@ -6,17 +6,22 @@ from mmlab.clip import (
     MemoTokenizer,
     TinyClipRecipe,
     build_clip,
+    compositional_logits,
     contrastive_loss,
+    flat_colour,
+    grey,
     load_clip,
     pair_classnames,
+    preprocess_tensors,
     save_clip,
     siglip_loss,
+    silhouette,
     tokenizer_for,
     train_tiny_clip,
     zero_shot_classifier,
     zero_shot_predict,
 )
-from mmlab.data import ShapesWorld
+from mmlab.data import COLORS, ShapesWorld
 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 7, 64])
@@ -89,6 +94,40 @@ def test_zero_shot_errors(quick_model):
         zero_shot_predict(model, torch.rand(3, 32, 32), clf)
     with pytest.raises(ValueError, match=r"images must lie in \[0, 1\]"):
         zero_shot_predict(model, torch.rand(1, 3, 32, 32) * 255, clf)
+
+
+def test_silhouette_keeps_the_shape_where_grey_loses_green():
+    world = ShapesWorld()
+    background = torch.full((1, 3, 4, 4), sum(COLORS["green"]) / 3)  # a grey pixel (0.33, inside 0-0.35) as bright as green
+    green = torch.tensor(COLORS["green"]).view(1, 3, 1, 1).expand(1, 3, 4, 4)  # (0.10, 0.75, 0.15)
+    torch.testing.assert_close(grey(green), grey(background))  # in grey the green object is the background
+    assert silhouette(background).abs().max() == 0
+    torch.testing.assert_close(silhouette(green), torch.full((1, 3, 4, 4), 0.75 - 0.10))
+    images = world.sample(3).images
+    out = silhouette(images)
+    assert out.shape == images.shape and torch.equal(out[:, 0], out[:, 2])
+    torch.testing.assert_close(out[:, 0], images.amax(1) - images.amin(1))
+
+
+def test_compositional_logits_add_one_cosine_per_attribute(quick_model):
+    cfg, model, _ = quick_model
+    world = ShapesWorld()
+    tok = tokenizer_for(cfg.model_cfg)
+    images = world.sample(4, "heldout").images
+    scores = compositional_logits(model, tok, images, world.colors, world.shapes)
+    assert scores.shape == (4, len(world.colors) * len(world.shapes))
+    with torch.no_grad():  # by hand, with open_clip's own encoders: colour of the blurred copy, shape of the silhouette
+        def cos(x, texts):
+            f = model.encode_image(preprocess_tensors(model, x), normalize=True)
+            return f @ model.encode_text(tok(texts), normalize=True).T
+        colour = cos(flat_colour(images), [f"a {c} shape" for c in world.colors])  # (4, C)
+        shape = cos(silhouette(images), [f"a {s}" for s in world.shapes])  # (4, S)
+    i, c, s = 2, 1, 3
+    torch.testing.assert_close(scores[i, c * len(world.shapes) + s], colour[i, c] + shape[i, s])
+    same_view = compositional_logits(model, tok, images, world.colors, world.shapes, colour_view=grey, shape_view=grey)
+    assert not torch.allclose(same_view, scores)
+    with pytest.raises(ValueError, match="shape_template must contain exactly one"):
+        compositional_logits(model, tok, images, world.colors, world.shapes, shape_template="a shape")
 
 
 def test_save_and_load_through_the_pretrained_loader(quick_model, tmp_path):

@@ -16,7 +16,7 @@ from mmlab.blip2.recipe import TinyBlip2Recipe, lm_config
 from mmlab.cache import cached
 from mmlab.data import ShapesWorld
 from mmlab.runtime import device as runtime_device
-from mmlab.train import History, to_device, train
+from mmlab.train import History, to_device, train, warmup_cosine
 
 # ----------------------------------------------------------------------------------------------------------------
 # the frozen LM, pretrained on text only to read its prefix
@@ -95,8 +95,11 @@ def pretrain_lm(config: TinyBlip2Recipe, tokenizer: PreTrainedTokenizerFast, wor
         return {"read_em": sum(a == b for a, b in zip(written, target)) / len(target)}
 
     optimizer = torch.optim.AdamW(lm.parameters(), lr=config.lm_lr, weight_decay=0.0, foreach=True)
+    scheduler = None
+    if config.lm_cosine_decay:  # end at a small rate: at a constant 3e-3 a late loss spike can undo the reading
+        scheduler = warmup_cosine(optimizer, config.lm_steps, warmup=max(1, config.lm_steps // 20))
     history = train(lm, batch_fn, loss_fn, optimizer, config.lm_steps, eval_fn=eval_fn, eval_every=max(1, config.lm_steps // 4),
-                    progress=progress, desc="LM: read the prefix")
+                    lr_scheduler=scheduler, progress=progress, desc="LM: read the prefix")
     return lm.eval(), history
 
 

@@ -21,22 +21,25 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from mmlab.blip2.processor import IMAGE, pixel_values
 from mmlab.blip2.recipe import TinyBlip2Recipe, qformer_config
-from mmlab.clip import OPENAI_MEAN, OPENAI_STD, flat_colour
+from mmlab.clip import OPENAI_MEAN, OPENAI_STD, flat_colour, silhouette
 from mmlab.runtime import device as runtime_device
 
 # ----------------------------------------------------------------------------------------------------------------
 # the frozen image encoder: the tiny CLIP's ModifiedResNet, returning a feature map as tokens
 
 
-VIEWS = ("rgb", "grey", "blur")
+VIEWS = ("rgb", "grey", "silhouette", "blur")
 
 
 def image_views(pixel_values: torch.Tensor, views: Sequence[str], mean: Sequence[float] = OPENAI_MEAN,
                 std: Sequence[float] = OPENAI_STD) -> list[torch.Tensor]:
     """Fixed, parameter-free views of normalised images (N, 3, S, S), each returned normalised the same way.
 
-    ``"rgb"``: the image; ``"grey"``: its luminance (channel mean of the un-normalised pixels; colour removed);
-    ``"blur"``: the mean colour of each quarter of the image (shape removed). Same sizes as the input.
+    ``"rgb"``: the image; ``"grey"``: its luminance (channel mean of the un-normalised pixels; colour removed, but
+    a colour becomes a brightness, and green's lies inside the background's range); ``"silhouette"``: max - min over
+    the channels of the un-normalised pixels (colour removed, the shape kept against the grey background: see
+    :func:`mmlab.clip.silhouette`); ``"blur"``: the mean colour of each quarter of the image (shape removed).
+    Same sizes as the input.
     """
     unknown = [v for v in views if v not in VIEWS]
     if unknown or not views:
@@ -50,6 +53,8 @@ def image_views(pixel_values: torch.Tensor, views: Sequence[str], mean: Sequence
         elif view == "grey":
             luminance = (pixel_values * s + m).mean(1, keepdim=True)  # (N, 1, S, S) in [0, 1]
             out.append((luminance - m) / s)
+        elif view == "silhouette":
+            out.append((silhouette(pixel_values * s + m) - m) / s)  # (N, 3, S, S), from pixels in [0, 1]
         else:
             out.append(flat_colour(pixel_values))  # 2 x 2 blocks: averaging commutes with the per-channel normalisation
     return out
@@ -60,7 +65,7 @@ class ClipImageTower(nn.Module):
 
     At 32 px the final stage is 1 x 1 (the ResNet downsamples 32x), so the Q-Former cross-attends to an earlier,
     spatial stage: stage 2 gives 4 x 4 = 16 tokens of 8 * width channels per view. With several ``views``
-    (see :func:`image_views`) the tokens of each view are concatenated: ``("grey", "blur")`` hands the Q-Former
+    (see :func:`image_views`) the tokens of each view are concatenated: ``("silhouette", "blur")`` hands the Q-Former
     one colour-free and one shape-free set of tokens of the same frozen encoder. Returns what ``Blip2VisionModel``
     returns (``BaseModelOutputWithPooling``, ``last_hidden_state`` (N, V*G*G, C)), so ``Blip2ForConditionalGeneration``
     uses it unchanged.

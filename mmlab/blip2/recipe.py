@@ -24,7 +24,7 @@ class TinyBlip2Recipe:
 
     image_size: int = 32
     feature_stage: int = 2  # CLIP ResNet stage the Q-Former cross-attends to (4 x 4 x 128 at 32 px)
-    views: tuple[str, ...] = ("grey", "blur")  # colour-free + shape-free views of the frozen encoder (see image_views)
+    views: tuple[str, ...] = ("silhouette", "blur")  # colour-free + shape-free views of the frozen encoder (image_views)
     num_query_tokens: int = 8  # K learnable queries (BLIP-2: 32)
     qformer_hidden: int = 64  # (BLIP-2: 768, BERT-base)
     qformer_layers: int = 2
@@ -35,13 +35,15 @@ class TinyBlip2Recipe:
     lm_heads: int = 4
     lm_steps: int = 500  # text-only pretraining of the LM ("read the prefix")
     lm_lr: float = 3e-3
+    lm_cosine_decay: bool = True  # warm-up, then a cosine to 0 (constant 3e-3 let seed 3 fall to 0.88 at its last step)
     stage1_steps: int = 150  # short and gentle: the tiny stage 1 is the fragile part (notebook 02's appendix)
     stage1_lr: float = 1e-3  # 2e-3 left held-out exact match under its bar at one seed on one thread
     stage2_steps: int = 600  # 300 left seen-pair EM within a point of its bar at some seeds (scripts/blip2_recipe_probe.py)
     stage2_lr: float = 2e-3
     batch_size: int = 72
     attribute_batches: bool = True  # grey images -> "a {shape}", flat colour -> "a {color} shape" (as notebook 01)
-    shape_fraction: float = 0.25  # grey images per captioned image
+    shape_fraction: float = 0.0  # grey images per captioned image: none, a grey image has no silhouette to read
+    # (with the grey view, 0.25: notebook 02's appendix)
     color_fraction: float = 0.125  # flat-colour images per captioned image
     weight_decay: float = 0.0
     seed: int = 0
