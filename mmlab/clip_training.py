@@ -46,7 +46,7 @@ class TinyClipRecipe:
     vision_cfg: dict = field(default_factory=lambda: {"image_size": 32, "layers": [1, 1, 1, 1], "width": 16})
     text_cfg: dict = field(default_factory=lambda: {"context_length": 16, "width": 64, "heads": 4, "layers": 1, "mlp_ratio": 2.0})
     image_size: int = 32
-    num_steps: int = 1600  # read through its views (compositional_logits) every seed clears the bars at 1,600 (01's appendix)
+    num_steps: int = 2600  # held-out generalisation arrives late: fewer steps leave some seeds under the bar
     lr: float = 3e-3
     weight_decay: float = 0.1
     cosine_decay: bool = True  # decay the learning rate to 0 along a cosine (after 5% linear warm-up)
