@@ -24,7 +24,6 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from open_clip.loss import ClipLoss, SigLipLoss
 
 from mmlab import attribution, clip, ddpm
-from mmlab.blip2.stage1 import stage1_masks
 
 Case = tuple[str, tuple]  # (what the input is, the arguments)
 
@@ -62,7 +61,12 @@ def _mask_cases(g: torch.Generator) -> list[Case]:
 
 
 def _mask(kind: str) -> Callable[[int, int], torch.Tensor]:
-    return lambda k, n: stage1_masks(k, torch.ones(1, n))[kind][0]
+    def mask(k: int, n: int) -> torch.Tensor:
+        # imported on use: mmlab.blip2 then enters only the stamp of the notebook that grades a mask (02)
+        from mmlab.blip2.stage1 import stage1_masks
+
+        return stage1_masks(k, torch.ones(1, n))[kind][0]
+    return mask
 
 
 def _with_block(kind: str, rows: str, cols: str, block: str) -> Callable[[int, int], torch.Tensor]:

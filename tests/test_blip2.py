@@ -245,6 +245,17 @@ def test_stage2_batches_train_exactly_as_fresh_batches(parts, world):
     (fresh_patch, fresh_captioner), (stored_patch, stored_captioner) = patch(fresh_model, None), patch(model, batches)
     assert batches.read == 6 and stored_patch.losses == fresh_patch.losses
     assert torch.equal(fresh_captioner.projection.weight, stored_captioner.projection.weight)
+    # longer than stage 2 (notebook 02's per-token arms): the stored batches first, then new ones, as from images
+    torch.manual_seed(0)
+    longer = mb.train_patch_prefix(mb.PatchPrefixCaptioner(model.vision_model, model.language_model, model.vision_model.hidden_size),
+                                   processor, world, recipe, progress=False, eval_every=5, eval_n=4, batches=batches, num_steps=5)
+    torch.manual_seed(0)
+    longer_fresh = mb.train_patch_prefix(mb.PatchPrefixCaptioner(fresh_model.vision_model, fresh_model.language_model,
+                                                                 fresh_model.vision_model.hidden_size),
+                                         processor, world, recipe, progress=False, eval_every=5, eval_n=4, num_steps=5)
+    assert (batches.made, batches.read) == (5, 9) and len(longer.losses) == 5 and longer.losses == longer_fresh.losses
+    with pytest.raises(ValueError, match="num_steps must be a positive int, got 0"):
+        mb.train_patch_prefix(stored_captioner, processor, world, recipe, progress=False, num_steps=0)
 
 
 def test_stage2_batches_refuse_other_trainings(parts, world):

@@ -56,3 +56,14 @@ def test_attempt_prints_the_verdict_without_raising(capsys):
     assert "itc_mask: not written yet" in capsys.readouterr().out
     assert exercises.attempt("itc_mask", exercises.solution("itc_mask")) is True
     assert "correct: itc_mask" in capsys.readouterr().out
+
+
+def test_importing_exercises_leaves_blip2_out_of_other_notebooks_stamps():
+    """A notebook's stamp digests every mmlab module loaded in its kernel: BLIP-2's enter only where a mask is graded."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from mmlab import exercises; print('mmlab.blip2' in sys.modules); "
+            "exercises.check('itc_mask', exercises.solution('itc_mask')); print('mmlab.blip2' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == "False" and out[-1] == "True"

@@ -164,9 +164,14 @@ class PatchPrefixCaptioner(nn.Module):
 
 def train_patch_prefix(captioner: PatchPrefixCaptioner, processor: Blip2Processor, world: ShapesWorld,
                        config: TinyBlip2Recipe, progress: bool = True, eval_every: int = 100, eval_n: int = 240,
-                       batches: Stage2Batches | None = None) -> History:
-    """Train only ``captioner.projection`` with the stage-2 recipe (same batches, steps, schedule and evals);
-    ``batches`` as in :func:`train_stage2` (its K image tokens are dropped: this prefix is the T patch tokens)."""
+                       batches: Stage2Batches | None = None, num_steps: int | None = None) -> History:
+    """Train only ``captioner.projection`` with the stage-2 recipe (same batches, schedule and evals);
+    ``batches`` as in :func:`train_stage2` (its K image tokens are dropped: this prefix is the T patch tokens).
+    ``num_steps`` (default ``config.stage2_steps``) lets it train longer on the same batches: batch ``step`` is the
+    same whatever the length, and the learning rate's cosine spans ``num_steps``."""
+    num_steps = config.stage2_steps if num_steps is None else num_steps
+    if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 1:
+        raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
     tokenizer = processor.tokenizer
 
     k = config.num_query_tokens
@@ -194,8 +199,8 @@ def train_patch_prefix(captioner: PatchPrefixCaptioner, processor: Blip2Processo
 
     optimizer = torch.optim.AdamW(captioner.projection.parameters(), lr=config.stage2_lr,
                                   weight_decay=config.weight_decay, foreach=True)
-    return train(captioner, batch_fn, loss_fn, optimizer, config.stage2_steps, eval_fn=eval_fn, eval_every=eval_every,
-                 lr_scheduler=warmup_cosine(optimizer, config.stage2_steps, warmup=20), progress=progress,
+    return train(captioner, batch_fn, loss_fn, optimizer, num_steps, eval_fn=eval_fn, eval_every=eval_every,
+                 lr_scheduler=warmup_cosine(optimizer, num_steps, warmup=20), progress=progress,
                  desc="ablation: all image tokens -> LM", seed=config.seed)
 
 
