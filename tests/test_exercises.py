@@ -1,6 +1,9 @@
 """Every exercise accepts its solution on several seeds, rejects each classic mistake by name, and says what a stub
 lacks."""
 
+import subprocess
+import sys
+
 import pytest
 
 from mmlab import exercises
@@ -60,9 +63,6 @@ def test_attempt_prints_the_verdict_without_raising(capsys):
 
 def test_importing_exercises_leaves_blip2_out_of_other_notebooks_stamps():
     """A notebook's stamp digests every mmlab module loaded in its kernel: BLIP-2's enter only where a mask is graded."""
-    import subprocess
-    import sys
-
     code = ("import sys; from mmlab import exercises; print('mmlab.blip2' in sys.modules); "
             "exercises.check('itc_mask', exercises.solution('itc_mask')); print('mmlab.blip2' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
