@@ -15,7 +15,6 @@ import json
 import time
 from pathlib import Path
 
-import nbformat
 import torch
 
 from mmlab.runtime import library_versions, machine, write_atomic
@@ -59,6 +58,8 @@ def format_table(study: dict) -> str:
 
 def _refresh_table_cells(nb, stem: str, directory: Path) -> int:
     """Replace the output of each ``seeds.show(...)`` cell by what that call prints now; return how many cells."""
+    import nbformat  # here: a kernel imports this module to print a table, and nbformat's import takes ~1 s
+
     count = 0
     for cell in nb.cells:
         if cell.cell_type == "code" and "seeds.show(" in cell.source:
@@ -108,6 +109,8 @@ def run_study(path: Path, seeds: list[int], timeout: int = 3600, progress: bool 
         store(path, seed0_nb, seed0_result)
         print(f"    stored seed 0's executed run in {path.name}", flush=True)
     elif inplace:  # seed 0 not re-run: the committed run stays, its table cell shows the finished table
+        import nbformat
+
         stored_nb = nbformat.read(path, as_version=4)
         if _refresh_table_cells(stored_nb, path.stem, path.parent):
             write_atomic(path, (nbformat.writes(stored_nb) + "\n").encode())
