@@ -4,11 +4,11 @@ one worker from start to end, the longest notebooks first, and each worker on it
 Two notebooks at once on 2 cores, one thread each, finish sooner than one after the other on two threads (the tiny
 models do not keep two threads busy: 100 tiny-CLIP steps take 1.2-1.4x longer on one thread, not 2x), while more
 threads than cores slow torch down many times over. The notebooks run training seed 0 here; on one thread every bar
-holds for seeds 0-4 (README, "Seeds 0-4 on one thread"). ``pytest -n 0`` runs everything in one process, as before.
+holds for seeds 0-4 (notebooks/seeds/one-thread/, tests/test_seed_tables.py). ``pytest -n 0`` runs everything in one process, as before.
 
-The processes started from here (workers, notebook kernels) get TCMalloc where it is installed (``mmlab.allocator``),
+The processes started from here (workers, notebook kernels) get TCMalloc where it is installed (``mmlab.tools.allocator``),
 as ``mmlab run`` gives its kernels: faster training steps and bit-identical figures. They also get the session's own
-``TMPDIR`` (``mmlab.scratch``), removed when the session ends: nbval kills its kernels, so their temporary files
+``TMPDIR`` (``mmlab.tools.scratch``), removed when the session ends: nbval kills its kernels, so their temporary files
 (notebook 04's ~1 GB ``BatchStore``) would otherwise stay in ``/tmp`` after every run.
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from mmlab import allocator, lanes, scratch
+from mmlab.tools import allocator, lanes, scratch
 
 MAX_WORKERS = 2  # memory: a worker and its notebook kernel take up to ~2.5 GB; and 05 alone sets the wall time
 
@@ -41,6 +41,8 @@ def pytest_configure(config):
         os.environ["TMPDIR"] = str(config._mmlab_tmpdir[1])
     # `mmlab run` in a test runs one notebook at a time unless the test asks for more (pytest's workers share the cores)
     os.environ.setdefault("MMLAB_JOBS", "1")
+    # nor time the yardstick after each run (tests/test_cli.py checks it with a stand-in)
+    os.environ.setdefault("MMLAB_YARDSTICK", "0")
     # a worker's (or the only process's) share of the cores, at most 2 threads (lanes.MAX_THREADS); its kernels inherit it
     pinned = lanes.lane_env(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1))
     if pinned:

@@ -30,11 +30,46 @@ from typing import TypeVar
 
 from filelock import FileLock
 
-from mmlab.runtime import cache_dir, recipe_key, write_atomic
+from mmlab.files import write_atomic
 
 T = TypeVar("T")
 MANIFEST = "mmlab_manifest.json"
 FORMAT = 1  # the manifest's layout; a different value means "written by an incompatible mmlab": rebuild
+
+
+_warned_cache: set[str] = set()
+
+
+def cache_dir() -> Path:
+    """The weights cache: ``$MMLAB_CACHE``, else ``$XDG_CACHE_HOME/mmlab``, else ``~/.cache/mmlab``.
+
+    A folder that cannot be created or written is replaced by a temporary one, with one warning naming
+    ``MMLAB_CACHE`` (trained models then last for this machine's session only).
+    """
+    if os.environ.get("MMLAB_CACHE"):
+        path = Path(os.environ["MMLAB_CACHE"])
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        path = Path(base) / "mmlab"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+        return path
+    except OSError as exc:
+        fallback = Path(tempfile.gettempdir()) / f"mmlab-cache-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+        fallback.mkdir(parents=True, exist_ok=True)
+        if str(path) not in _warned_cache:
+            _warned_cache.add(str(path))
+            warnings.warn(f"mmlab cache: {path} is not a writable folder ({type(exc).__name__}: {exc}); using {fallback}. "
+                          "Set MMLAB_CACHE to a writable folder to keep trained models.", stacklevel=2)
+        return fallback
+
+
+def recipe_key(recipe: dict) -> str:
+    """A short stable hash (12 hex digits) of a JSON-serialisable recipe: names cache entries by what built them."""
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+
 
 
 def artefact_dir(name: str, recipe: dict) -> Path:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mmlab.runtime import device as runtime_device
+from mmlab.settings import device as runtime_device
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 
@@ -204,7 +204,7 @@ def sample(
         sampler: "ddpm" (ancestral, stochastic) or "ddim" (η = 0, deterministic after x_T).
         generator: draws x_T and then each DDPM step's noise, in diffusers' order.
         guidance_scale: if given, classifier-free guidance with ``uncond_model(x_t, t)``.
-        device: where x_t lives (the model's device); default: the generator's device, else ``runtime.device()``.
+        device: where x_t lives (the model's device); default: the generator's device, else ``settings.device()``.
     Returns:
         x_0 samples, float32 (B, C, H, W).
     """

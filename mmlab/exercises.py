@@ -14,16 +14,52 @@ mistakes by name.
 
 from __future__ import annotations
 
+import importlib
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler, DDPMScheduler
-from open_clip.loss import ClipLoss, SigLipLoss
 
-from mmlab import attribution, clip, ddpm
+
+def _lib(path: str) -> Callable:
+    """The function ``"module:name"``, imported when first called: an exercise's reference is loaded where it is graded,
+    so a notebook's stamp lists only the modules that notebook uses."""
+    module, name = path.split(":")
+
+    def call(*args, **kwargs):
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    call.__qualname__ = call.__name__ = name
+    call.target = path
+    return call
+
+
+def _ClipLoss():  # noqa: N802 - open_clip's class, imported where an exercise is graded
+    from open_clip.loss import ClipLoss
+
+    return ClipLoss()
+
+
+def _SigLipLoss():  # noqa: N802
+    from open_clip.loss import SigLipLoss
+
+    return SigLipLoss()
+
+
+contrastive_loss = _lib("mmlab.clip.loss:contrastive_loss")
+siglip_loss = _lib("mmlab.clip.loss:siglip_loss")
+modality_shapley = _lib("mmlab.attribution:modality_shapley")
+modality_interaction = _lib("mmlab.attribution:modality_interaction")
+ddim_step = _lib("mmlab.ddpm:ddim_step")
+classifier_free_guidance = _lib("mmlab.ddpm:classifier_free_guidance")
+
+
+def _noise_schedule(*args):
+    from mmlab.ddpm import NoiseSchedule
+
+    return NoiseSchedule(*args)
 
 Case = tuple[str, tuple]  # (what the input is, the arguments)
 
@@ -146,8 +182,10 @@ def _recall_cases(g: torch.Generator) -> list[Case]:
     return cases
 
 
-def _scheduler(cls=DDPMScheduler, **kw):
-    return cls(num_train_timesteps=1000, beta_schedule="linear", clip_sample=False, **kw)
+def _scheduler(name: str = "DDPMScheduler", **kw):
+    import diffusers  # here: only the diffusion exercises need it
+
+    return getattr(diffusers, name)(num_train_timesteps=1000, beta_schedule="linear", clip_sample=False, **kw)
 
 
 def _q_sample_cases(g: torch.Generator) -> list[Case]:
@@ -166,7 +204,7 @@ def _ddim_cases(g: torch.Generator) -> list[Case]:
 
 
 def _ddim_reference(model_output, t, prev_t, x_t, alphas_cumprod):
-    ref = _scheduler(DDIMScheduler, set_alpha_to_one=True)
+    ref = _scheduler("DDIMScheduler", set_alpha_to_one=True)
     ref.set_timesteps(1000 // (t - prev_t) if prev_t >= 0 else 50)
     return ref.step(model_output, t, x_t).prev_sample
 
@@ -185,18 +223,18 @@ EXERCISES: dict[str, Exercise] = {ex.name: ex for ex in [
     Exercise("infonce", "01", "infonce(image_features, text_features, logit_scale) -> scalar",
              "L2-normalised (B, D) features; logits = logit_scale * image @ text.T; cross-entropy with the diagonal as "
              "targets, over rows AND columns, averaged.",
-             clip.contrastive_loss, lambda i, t, s: ClipLoss()(i, t, s), _feature_cases,
+             contrastive_loss, lambda i, t, s: _ClipLoss()(i, t, s), _feature_cases,
              {"one direction only (image -> text): CLIP's loss is symmetric":
                   lambda i, t, s: F.cross_entropy(s * i @ t.T, torch.arange(len(i))),
               "no temperature: the cosine similarities must be multiplied by logit_scale":
-                  lambda i, t, s: clip.contrastive_loss(i, t, 1.0)}),
+                  lambda i, t, s: contrastive_loss(i, t, 1.0)}),
     Exercise("siglip_loss", "01", "siglip_loss(image_features, text_features, logit_scale, logit_bias) -> scalar",
              "Every (image, text) pair is a binary problem: logits = scale * cos + bias, label +1 on the diagonal and -1 "
              "elsewhere, loss = -logsigmoid(label * logit) summed over all B² pairs and divided by B.",
-             clip.siglip_loss, lambda i, t, s, b: SigLipLoss()(i, t, s, b), lambda g: _feature_cases(g, with_bias=True),
-             {"a softmax over the batch (that is CLIP's InfoNCE, not SigLIP)": lambda i, t, s, b: ClipLoss()(i, t, s),
-              "averaged over the B² pairs instead of divided by B": lambda i, t, s, b: clip.siglip_loss(i, t, s, b) / len(i),
-              "no bias": lambda i, t, s, b: clip.siglip_loss(i, t, s, 0.0)}),
+             siglip_loss, lambda i, t, s, b: _SigLipLoss()(i, t, s, b), lambda g: _feature_cases(g, with_bias=True),
+             {"a softmax over the batch (that is CLIP's InfoNCE, not SigLIP)": lambda i, t, s, b: _ClipLoss()(i, t, s),
+              "averaged over the B² pairs instead of divided by B": lambda i, t, s, b: siglip_loss(i, t, s, b) / len(i),
+              "no bias": lambda i, t, s, b: siglip_loss(i, t, s, 0.0)}),
     Exercise("itc_mask", "02", "itc_mask(num_query_tokens, text_length) -> (K+L, K+L) bool, True = may attend",
              "ITC compares the queries' outputs with the text's: neither may see the other, or the answer leaks. "
              "Queries see queries, text sees all text (no causal mask).",
@@ -211,14 +249,14 @@ EXERCISES: dict[str, Exercise] = {ex.name: ex for ex in [
     Exercise("modality_shapley", "03", "modality_shapley(f, inputs, baselines) -> {modality: tensor like f's output}",
              "For each modality i: sum over coalitions S without i of |S|!(M-|S|-1)!/M! * (v(S+i) - v(S)), with "
              "v(S) = f(inputs in S, baselines elsewhere; baselines are one sample, broadcast over N).",
-             attribution.modality_shapley, attribution.modality_shapley, _shapley_cases,
+             modality_shapley, modality_shapley, _shapley_cases,
              {"leave-one-out (v(all) - v(all without i)): no coalition weights": _leave_one_out,
               "only the first coalition (v({i}) - v(empty))": _marginal_only}),
     Exercise("modality_interaction", "03", "modality_interaction(f, inputs, baselines) -> tensor like f's output",
              "Two modalities a, b: v({a,b}) - v({a}) - v({b}) + v(empty); negative when either one suffices.",
-             attribution.modality_interaction, attribution.modality_interaction, lambda g: _shapley_cases(g)[:2],
+             modality_interaction, modality_interaction, lambda g: _shapley_cases(g)[:2],
              {"without the + v(empty) term": lambda f, x, b: _v(f, x, b, set(x)) - _v(f, x, b, {"image"}) - _v(f, x, b, {"text"}),
-              "the sign flipped": lambda f, x, b: -attribution.modality_interaction(f, x, b)}),
+              "the sign flipped": lambda f, x, b: -modality_interaction(f, x, b)}),
     Exercise("patchify", "04", "patchify(images, patch_size) -> (B, N, C * p * p)",
              "Cut (B, C, H, W) into p x p patches in row-major order (left to right, then down); flatten each patch "
              "channel-first, as a Conv2d(C, D, p, stride=p) reads it — ViT's patch embedding is that conv.",
@@ -236,20 +274,20 @@ EXERCISES: dict[str, Exercise] = {ex.name: ex for ex in [
               "top k + 1": lambda i, t, k: _recall_reference(i, t, min(k + 1, len(i)))}),
     Exercise("q_sample", "05", "q_sample(x0, t, noise, alphas_cumprod) -> x_t",
              "x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise, with abar_t = alphas_cumprod[t] broadcast over (C, H, W).",
-             lambda x0, t, e, a: ddpm.NoiseSchedule(1000, "linear").q_sample(x0, t, e),
+             lambda x0, t, e, a: _noise_schedule(1000, "linear").q_sample(x0, t, e),
              lambda x0, t, e, a: _scheduler().add_noise(x0, e, t), _q_sample_cases,
              {"no square roots": lambda x0, t, e, a: a[t].view(-1, 1, 1, 1) * x0 + (1 - a[t]).view(-1, 1, 1, 1) * e,
               "the two weights swapped": lambda x0, t, e, a: (1 - a[t]).sqrt().view(-1, 1, 1, 1) * x0 + a[t].sqrt().view(-1, 1, 1, 1) * e}),
     Exercise("ddim_step", "05", "ddim_step(model_output, t, prev_t, x_t, alphas_cumprod) -> x_prev (eta = 0)",
              "x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t); x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev) eps, "
              "with abar_prev = alphas_cumprod[prev_t] (the previous step on the grid, not t - 1), and 1 when prev_t = -1.",
-             lambda e, t, p, x, a: ddpm.ddim_step(ddpm.NoiseSchedule(1000, "linear"), e, t, p, x), _ddim_reference, _ddim_cases,
+             lambda e, t, p, x, a: ddim_step(_noise_schedule(1000, "linear"), e, t, p, x), _ddim_reference, _ddim_cases,
              {"abar of the wrong step (t - 1 instead of prev_t)": _ddim_wrong_alpha,
               "returns x0_hat, not x_prev": lambda e, t, p, x, a: (x - (1 - a[t]) ** 0.5 * e) / a[t] ** 0.5}),
     Exercise("classifier_free_guidance", "05", "classifier_free_guidance(eps_uncond, eps_cond, guidance_scale) -> eps",
              "diffusers and Stable Diffusion: eps_uncond + s (eps_cond - eps_uncond); s = 0 ignores the prompt, s = 1 is "
              "the conditional model.",
-             ddpm.classifier_free_guidance, lambda u, c, s: u + s * (c - u), _guidance_cases,
+             classifier_free_guidance, lambda u, c, s: u + s * (c - u), _guidance_cases,
              {"s and w confused: Ho & Salimans' (1 + w) eps_cond - w eps_uncond with w = s": lambda u, c, s: (1 + s) * c - s * u,
               "conditional and unconditional swapped": lambda u, c, s: c + s * (u - c)}),
 ]}
@@ -274,7 +312,11 @@ def hint(name: str) -> str:
 
 def solution(name: str) -> Callable:
     """The reference answer (the library's own function)."""
-    return _get(name).solution
+    answer = _get(name).solution
+    if hasattr(answer, "target"):  # imported now, where it is asked for
+        module, attr = answer.target.split(":")
+        return getattr(importlib.import_module(module), attr)
+    return answer
 
 
 def _close(got, expected) -> bool:

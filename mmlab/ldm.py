@@ -13,14 +13,14 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
-from mmlab.runtime import device as runtime_device
+from mmlab.settings import device as runtime_device
 
 
 def tiny_vae(seed: int = 0, latent_channels: int = 4, device: torch.device | None = None) -> AutoencoderKL:
     """An ``AutoencoderKL`` for 32x32 RGB images with downsampling factor 4 (latents 4x8x8; SD uses factor 8).
 
     Initialised from ``seed`` on the CPU (the same weights on every device), then moved to ``device``
-    (default ``runtime.device()``).
+    (default ``settings.device()``).
     """
     torch.manual_seed(seed)
     return AutoencoderKL(
@@ -34,7 +34,7 @@ def tiny_text_unet(cross_attention_dim: int, seed: int = 0, sample_size: int = 8
                    device: torch.device | None = None) -> UNet2DConditionModel:
     """A ``UNet2DConditionModel`` whose cross-attention reads text token states of width ``cross_attention_dim``.
 
-    Initialised from ``seed`` on the CPU, then moved to ``device`` (default ``runtime.device()``).
+    Initialised from ``seed`` on the CPU, then moved to ``device`` (default ``settings.device()``).
     """
     torch.manual_seed(seed)
     return UNet2DConditionModel(
@@ -67,7 +67,7 @@ def load_components(path_or_repo: str | Path, torch_dtype: torch.dtype = torch.f
     """Load ``(vae, unet, scheduler)`` from a Stable Diffusion repository id or a local folder of the same layout.
 
     Weights are read as safetensors (``use_safetensors=True``); no remote code is run. ``variant="fp16"`` reads the
-    half-size files (cast to ``torch_dtype``); ``device`` defaults to ``runtime.device()``.
+    half-size files (cast to ``torch_dtype``); ``device`` defaults to ``settings.device()``.
     """
     device = device or runtime_device()
     kw = {"torch_dtype": torch_dtype, "use_safetensors": True, "low_cpu_mem_usage": False, "variant": variant}

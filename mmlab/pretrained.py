@@ -1,6 +1,6 @@
 """What each pretrained checkpoint costs, said before it is downloaded, and whether it fits the machine.
 
-The one table of the pretrained path (opt-in: see ``mmlab.runtime.pretrained_decision``). The README's
+The one table of the pretrained path (opt-in: see ``mmlab.settings.pretrained_decision``). The README's
 "Pretrained models" section and ``mmlab doctor`` print the same rows. Sizes are the checkpoint files the loading
 code reads (hub file listings, rounded up) and the memory they take once loaded; each notebook cell calls
 :func:`announce` first and skips, with one line, what does not fit.

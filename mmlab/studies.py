@@ -5,21 +5,21 @@ beside the DDPM) costs every reader and every CI run its minutes, yet no claim r
 one function in the notebook and called through :func:`run`:
 
 * ``MMLAB_STUDIES=1`` (``mmlab run --studies``; ``mmlab seeds`` always sets it): the function runs here, and what it
-  returns is stored in ``studies/<notebook>.json`` beside the notebook, per seed, with the function's source, the
-  SHA-256 of the notebook's code cells and of every ``mmlab`` module loaded at the time (the digests of the
-  notebook's own stamp, :mod:`mmlab.stamp`), and the CPU, threads and time of the run. Runs of other seeds made with
-  other code are dropped from the file.
-* Otherwise (the default): the stored result is shown, labelled with where and when it ran.
+  returns is stored in ``studies/<notebook>.json`` beside the notebook, per seed, with the function's source, a
+  digest of the notebook's code cells up to the one that runs the study (cells below it cannot change its result)
+  and of every ``mmlab`` module loaded at the time (digests of the code as it executes, as the notebook's own stamp
+  takes them: :mod:`mmlab.provenance`), and the CPU, threads and time of the run. Runs of other seeds made with other
+  code are dropped from the file.
+* Otherwise (the default): the stored result is shown, labelled with its seed and threads (the file says where and when).
 
 A stored result is refused when the function's source differs from the one that produced it (the reader edited the
-study: it must run); ``tests/test_studies.py`` fails when the notebook's code cells or a module the study ran against
-have changed since (the rule ``tests/test_stale.py`` applies to the notebook's own outputs), so CI never shows a result
+study: it must run); ``tests/test_studies.py`` fails when the notebook's code up to the study or a module the study ran
+against has changed since (the rule ``tests/test_stale.py`` applies to the notebook's own outputs), so CI never shows a result
 of other code.
 """
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import sys
@@ -31,7 +31,9 @@ from typing import Any
 
 import torch
 
-from mmlab.runtime import _env_flag, library_versions, machine, seed, write_atomic
+from mmlab.files import write_atomic
+from mmlab.provenance import cells_digest, library_versions, machine, module_digests
+from mmlab.settings import _env_flag, seed
 
 
 def enabled() -> bool:
@@ -90,10 +92,10 @@ def run(notebook: str, name: str, fn: Callable[[], Any], directory: str | Path |
         record = {"value": value, "source": source, "seconds": round(time.perf_counter() - t0, 1),
                   "when": time.strftime("%Y-%m-%d %H:%M"), "threads": torch.get_num_threads(),
                   "machine": machine(), "versions": library_versions(),
-                  "code_sha256": _notebook_code(notebook), "library_sha256": _loaded_library()}
+                  "code_digest": _code_before(notebook, name), "library_digest": _loaded_library()}
         stored = load(notebook, directory)
         same_code = {k: r for k, r in stored.get(name, {}).items()   # other seeds' runs of other code are dropped
-                     if (r.get("code_sha256"), r.get("library_sha256")) == (record["code_sha256"], record["library_sha256"])}
+                     if (r.get("code_digest"), r.get("library_digest")) == (record["code_digest"], record["library_digest"])}
         stored[name] = {**same_code, str(current): record}
         json.dumps(stored)  # a value that is not plain data fails here, before anything is written
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -108,46 +110,37 @@ def run(notebook: str, name: str, fn: Callable[[], Any], directory: str | Path |
         raise ValueError(f"study {name!r} changed since its stored run (its function's source differs from the one in "
                          f"{path}): set MMLAB_STUDIES=1 to run it here")
     other = "" if key == str(current) else f" (none stored for this run's seed {current})"
+    # Where and when it ran is in the stored file (a lesson shows no machine history).
     return Result(record["value"], False,
-                  f"study {name!r}: stored run, seed {key}{other}, {record['when']}, {record['threads']} threads, "
-                  f"{record['machine']}; {record['seconds']:.0f} s there. MMLAB_STUDIES=1 runs it here")
+                  f"study {name!r}: stored run, seed {key}{other}, {record['threads']} threads, {record['seconds']:.0f} s "
+                  f"there ({path.as_posix()} says where and when). MMLAB_STUDIES=1 runs it here")
 
 
-def _notebook_code(notebook: str) -> str | None:
-    """SHA-256 of the code cells of ``<notebook>.ipynb`` in the working folder (a kernel runs beside its notebook), as
-    :func:`mmlab.stamp.code_digest` computes it; None when the file is not there."""
+def calls_study(source: str, name: str) -> bool:
+    """Whether a code cell's source runs study ``name`` (a ``studies.run(...)`` call naming it)."""
+    return "studies.run(" in source and (f'"{name}"' in source or f"'{name}'" in source)
+
+
+def code_before(sources: list[str], name: str) -> str | None:
+    """Digest of the code cells up to and including the first that runs study ``name`` (None when none does)."""
+    for k, source in enumerate(sources):
+        if calls_study(source, name):
+            return cells_digest(sources[:k + 1])
+    return None
+
+
+def _code_before(notebook: str, name: str) -> str | None:
+    """:func:`code_before` of ``<notebook>.ipynb`` in the working folder (a kernel runs beside its notebook); None
+    when the file is not there."""
     path = Path(f"{notebook}.ipynb")
     if not path.is_file():
         return None
     import nbformat
 
-    h = hashlib.sha256()
-    for cell in nbformat.read(path, as_version=4).cells:
-        if cell.cell_type == "code":
-            h.update(cell.source.encode("utf-8") + b"\x00")
-    return h.hexdigest()
+    return code_before([c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"], name)
 
 
 def _loaded_library() -> dict[str, str]:
-    """SHA-256 of the source file of every ``mmlab`` module loaded now (as :mod:`mmlab.stamp` digests them; that module
-    is not imported here, so a kernel never loads it and editing it makes no notebook stale)."""
-    return {name: hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest()
-            for name, module in sorted(sys.modules.items())
-            if name.split(".")[0] == "mmlab" and getattr(module, "__file__", None)}
-
-
-def stale(nb, stored: dict) -> list[str]:
-    """Why the stored studies of notebook ``nb`` may not come from its current code: its code cells changed since a
-    study ran, or an ``mmlab`` module it ran against did (empty when all match). Called by the tests."""
-    from mmlab.stamp import code_digest, library_digests
-
-    reasons = []
-    for name, runs in stored.items():
-        for key, record in runs.items():
-            if record.get("code_sha256") != code_digest(nb):
-                reasons.append(f"study {name!r} (seed {key}): the notebook's code cells changed since it ran")
-            then = record.get("library_sha256", {})
-            changed = sorted(m for m, d in library_digests(sorted(then)).items() if d != then[m])
-            if changed:
-                reasons.append(f"study {name!r} (seed {key}): mmlab modules it ran against changed: {', '.join(changed)}")
-    return reasons
+    """Digest of every ``mmlab`` module loaded now, as the notebook's stamp takes them."""
+    return module_digests(sorted(name for name, module in sys.modules.items()
+                                 if name.split(".")[0] == "mmlab" and getattr(module, "__file__", None)))

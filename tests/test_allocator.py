@@ -1,4 +1,4 @@
-"""The kernels' memory allocator: what ``mmlab.allocator`` decides, that the kernels get it, and that it changes no
+"""The kernels' memory allocator: what ``mmlab.tools.allocator`` decides, that the kernels get it, and that it changes no
 figure (a seeded training in a child process gives bit-identical weights under TCMalloc and the system's malloc)."""
 
 import json
@@ -8,7 +8,7 @@ import sys
 import nbformat
 import pytest
 
-from mmlab import allocator, cli
+from mmlab.tools import allocator, cli
 
 TCMALLOC = allocator.find_tcmalloc()
 needs_tcmalloc = pytest.mark.skipif(TCMALLOC is None, reason=f"TCMalloc not installed ({allocator.INSTALL_HINT})")
@@ -78,8 +78,8 @@ def test_run_gives_the_kernels_the_allocator_and_records_it(tmp_path, monkeypatc
     folder = tmp_path / "notebooks"
     folder.mkdir()
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("import os\nfrom mmlab.runtime import report\n"
-                                          "report('01', {'tcmalloc': 'tcmalloc' in open('/proc/self/maps').read()})")]
+    nb.cells = [nbformat.v4.new_code_cell("from mmlab import claims\n"
+                                          "claims.measure('tcmalloc', 'tcmalloc' in open('/proc/self/maps').read())")]
     nbformat.write(nb, folder / "01_maps.ipynb")
     monkeypatch.delenv("LD_PRELOAD", raising=False)
     for choice, expected in (("system", 0.0), ("", 1.0 if TCMALLOC else 0.0)):
@@ -87,7 +87,7 @@ def test_run_gives_the_kernels_the_allocator_and_records_it(tmp_path, monkeypatc
         build = tmp_path / f"book-{choice or 'default'}"
         assert cli.main(["run", "--dir", str(folder), "--build", str(build), "--no-progress"]) == 0
         (record,) = json.loads((build / "summary.json").read_text())
-        assert record["report"]["bars"] == {"tcmalloc": expected}
+        assert record["report"]["measured"] == {"tcmalloc": expected}
         assert record["allocator"] == ("tcmalloc" if expected else "system")
     assert "kernels' memory allocator: the system's malloc (MMLAB_ALLOCATOR=system)" in capsys.readouterr().out
     monkeypatch.setenv("MMLAB_ALLOCATOR", "bogus")

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from mmlab import attribution, cache, ddpm, plot, pretrained, runtime, train
+from mmlab import attribution, cache, ddpm, plot, pretrained, settings, train
 from mmlab import blip2 as mb
 from mmlab import clip as mclip
 from mmlab.data import ShapesWorld
@@ -62,8 +62,8 @@ CASES = [
      "b": torch.zeros(3, 3)}, {"a": torch.zeros(3), "b": torch.zeros(3)}), ValueError, "batch size"),
     ("shares: empty", lambda: attribution.modality_share({}), ValueError, "attributions"),
     ("plot: no images", lambda: plot.image_grid(torch.zeros(0, 3, 8, 8)), ValueError, "images"),
-    ("seed: negative", lambda: runtime.seed_everything(-1), ValueError, "seed"),
-    ("seed: bool", lambda: runtime.seed_everything(True), ValueError, "seed"),
+    ("seed: negative", lambda: settings.seed_everything(-1), ValueError, "seed"),
+    ("seed: bool", lambda: settings.seed_everything(True), ValueError, "seed"),
     ("cache: name", lambda: cache.artefact_dir("a/b", {}), ValueError, "name"),
     ("pretrained: key", lambda: pretrained.fits("gpt", torch.device("cpu")), ValueError, "key"),
     ("world: colour", lambda: ShapesWorld(colors=["red", "mauve"]), ValueError, "colors"),
@@ -83,4 +83,4 @@ def test_bad_input_names_the_argument(call, exc, words):
 def test_bad_environment_names_the_variable(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match=name):
-        runtime.seed() if name == "MMLAB_SEED" else runtime.set_threads()
+        settings.seed() if name == "MMLAB_SEED" else settings.set_threads()

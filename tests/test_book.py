@@ -11,7 +11,7 @@ from urllib.parse import unquote, urlparse
 import nbformat
 import pytest
 
-from mmlab import book, cli
+from mmlab.tools import book, cli
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -50,7 +50,10 @@ def test_every_notebook_has_both_questions_and_spoken_answers(path):
     page = book.page_of(nbformat.read(path, as_version=4), path.stem)
     assert re.search(r"[\u4e00-\u9fff]", page.question_zh), page.question_zh  # the Chinese question
     assert page.question_en and not re.search(r"[\u4e00-\u9fff]", page.question_en), page.question_en  # English
-    assert page.spoken_zh.startswith("**口述版") and page.spoken_en.startswith("**Spoken answer")
+    assert page.spoken_zh.startswith("**口述版") and "一分钟" in page.spoken_zh.split("**")[1]
+    assert page.spoken_en.startswith("**Spoken") and "one minute" in page.spoken_en.split("**")[1]
+    assert page.short_en.startswith("**Spoken") and "· 30 " in page.short_en.split("**")[1]  # the 30-second version
+    assert "et al" not in page.short_answer[-8:]  # the folded answer is not cut inside a citation
     assert len(page.short_answer) > 30 and page.title.startswith(page.question_en)
 
 
@@ -92,7 +95,7 @@ def test_book_in_a_real_browser(built):
     import playwright.sync_api as playwright
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     root = built.resolve().as_uri() + "/"
-    pages = ["index.html", "01_clip_dalle.html", "05_stable_diffusion.html"]
+    pages = ["index.html", "review.html", "01_clip_dalle.html", "05_stable_diffusion.html"]
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -107,24 +110,46 @@ def test_book_in_a_real_browser(built):
             for name in pages:
                 page.goto(root + name)
                 page.wait_for_load_state("load")
-                if name != "index.html":
+                if name not in ("index.html", "review.html"):
                     page.wait_for_function("window.MathJax && MathJax.startup && MathJax.startup.promise", timeout=30_000)
                     page.evaluate("MathJax.startup.promise")  # typesetting done
                     assert page.locator("mjx-container svg").count() >= 5, f"{name}: equations not rendered"
                     assert page.locator("mjx-merror, [data-mjx-error]").count() == 0, f"{name}: an equation failed"
                 broken = page.evaluate("Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length")
                 assert broken == 0, f"{name}: {broken} images did not load"
-                for href in page.evaluate("Array.from(document.querySelectorAll('nav a, .mmlab-toc a, article a')).map(a => a.href)"):
+                for href in page.evaluate("Array.from(document.querySelectorAll('nav a, .mmlab-toc a, article a, section a, p a'))"
+                                          ".map(a => a.href)"):
                     target = urlparse(href)
                     assert href.startswith(root), f"{name}: navigation leaves the book: {href}"
                     assert Path(unquote(target.path)).is_file(), f"{name}: broken link {href}"
+                    if target.fragment and target.path != urlparse(page.url).path:  # the review sheet's links to answers
+                        assert f'id="{target.fragment}"' in Path(unquote(target.path)).read_text() or \
+                            f'id="{unquote(target.fragment)}"' in Path(unquote(target.path)).read_text(), href
                     if target.fragment and target.path == urlparse(page.url).path:  # the contents' links
                         # as a browser does: the fragment as written, then percent-decoded (nbconvert encodes ids)
                         found = page.evaluate("f => !!(document.getElementById(f) || document.getElementById(decodeURIComponent(f)))",
                                               target.fragment)
                         assert found, f"{name}: no anchor #{target.fragment}"
                 page.screenshot(path=str(SCREENSHOTS / name.replace(".html", ".png")), full_page=name == "index.html")
+                if name == "review.html":  # printed as a reader would print it: A4, at most about eight pages
+                    pdf = page.pdf(format="A4", print_background=False)
+                    (SCREENSHOTS / "review.pdf").write_bytes(pdf)
+                    pages_printed = len(re.findall(rb"/Type\s*/Page[^s]", pdf))
+                    assert 1 <= pages_printed <= 8, f"the review sheet prints on {pages_printed} A4 pages"
             assert problems == [], problems
             assert outside == [], f"requests outside the book: {outside}"
         finally:
             browser.close()
+
+
+def test_the_review_sheet_holds_every_spoken_answer_card_and_follow_up(built):
+    sheet = (built / "review.html").read_text()
+    assert "href='review.html'" in (built / "index.html").read_text()
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        review = book.review_of(nb)
+        assert len(review["spoken"]) == 4, path.stem  # 30 seconds and one minute, 中文 and English
+        assert review["card"] and len(review["follow_ups"]) >= 8, path.stem
+        assert [n for n, _ in review["follow_ups"]] == list(range(1, len(review["follow_ups"]) + 1)), path.stem
+        assert f"<section id='{path.stem}'>" in sheet and "href='review.html'" in (built / f"{path.stem}.html").read_text()
+        assert sheet.count(f"href='{path.stem}.html#") == len(review["follow_ups"]), path.stem  # each linked to its answer

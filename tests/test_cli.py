@@ -3,14 +3,16 @@ import os
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
+from pathlib import Path
 
 import nbformat
 import pytest
 import torch
 import transformers
 
-from mmlab import cli, lanes
+from mmlab.tools import cli, lanes
 
 
 def _nb(path, cells):
@@ -91,7 +93,7 @@ def test_ctrl_c_stops_the_kernel_and_leaves_notebooks_intact(tmp_path):
     _nb(folder / "03_never.ipynb", ["print('never reached')"])
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     build = tmp_path / "book"
-    proc = subprocess.Popen([sys.executable, "-m", "mmlab.cli", "run", "--inplace", "--no-progress", "--dir", str(folder),
+    proc = subprocess.Popen([sys.executable, "-m", "mmlab.tools.cli", "run", "--inplace", "--no-progress", "--dir", str(folder),
                              "--build", str(build)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(marker, proc)
     proc.send_signal(signal.SIGINT)
@@ -172,7 +174,7 @@ def test_ctrl_c_with_jobs_stops_every_kernel_and_leaves_notebooks_intact(tmp_pat
     _nb(folder / "04_never.ipynb", [f"import pathlib\npathlib.Path({str(never)!r}).write_text('x')"])
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     build = tmp_path / "book"
-    proc = subprocess.Popen([sys.executable, "-m", "mmlab.cli", "run", "--jobs", "2", "--inplace", "--no-progress",
+    proc = subprocess.Popen([sys.executable, "-m", "mmlab.tools.cli", "run", "--jobs", "2", "--inplace", "--no-progress",
                              "--dir", str(folder), "--build", str(build)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     for name in ("02_slow", "03_slow"):
@@ -193,14 +195,14 @@ def test_ctrl_c_with_jobs_stops_every_kernel_and_leaves_notebooks_intact(tmp_pat
 KILLED_WRITER = """
 import os, sys, time
 from pathlib import Path
-from mmlab import runtime
+from mmlab import files
 target, marker = Path(sys.argv[1]), Path(sys.argv[2])
 real_fsync = os.fsync
 def slow_fsync(fd):
     marker.write_text("x")
     time.sleep(60)
 os.fsync = slow_fsync
-runtime.write_atomic(target, b"NEW" * 100000)
+files.write_atomic(target, b"NEW" * 100000)
 """
 
 
@@ -216,8 +218,9 @@ def test_sigkill_during_an_atomic_write_leaves_the_old_file(tmp_path):
     assert target.read_bytes() == b"OLD notebook"  # the reader's file: the old complete state
     leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".01_x.ipynb.")]
     assert leftovers, "the half-written data went to a temporary file, not the notebook"
-    runtime_module = __import__("mmlab.runtime", fromlist=["write_atomic"])
-    runtime_module.write_atomic(target, b"NEW")
+    from mmlab.files import write_atomic
+
+    write_atomic(target, b"NEW")
     assert target.read_bytes() == b"NEW"
 
 
@@ -252,20 +255,22 @@ def test_cache_lists_and_clears(monkeypatch, capsys, tmp_path):
 def test_seed_pretrained_and_studies_flags_reach_the_kernel(tmp_path):
     folder = tmp_path / "notebooks"
     folder.mkdir()
-    _nb(folder / "01_env.ipynb", ["import os\nfrom mmlab.runtime import report\n"
-                                  "report('01', {'seed': int(os.environ['MMLAB_SEED']), 'asked': os.environ['MMLAB_PRETRAINED'] == '1',\n"
-                                  "              'studies': os.environ.get('MMLAB_STUDIES') == '1'})"])
+    _nb(folder / "01_env.ipynb", ["import os\nfrom mmlab import claims\n"
+                                  "claims.measure('seed', int(os.environ['MMLAB_SEED']))\n"
+                                  "claims.measure('asked', os.environ['MMLAB_PRETRAINED'] == '1')\n"
+                                  "claims.measure('studies', os.environ.get('MMLAB_STUDIES') == '1')"])
     build = tmp_path / "book"
     assert cli.main(["run", "--seed", "3", "--pretrained", "--studies", "--dir", str(folder), "--build", str(build), "--no-progress"]) == 0
     (record,) = json.loads((build / "summary.json").read_text())
-    assert record["report"]["bars"] == {"seed": 3.0, "asked": 1.0, "studies": 1.0} and record["report"]["seed"] == 3
+    assert record["report"]["measured"] == {"seed": 3.0, "asked": 1.0, "studies": 1.0} and record["report"]["seed"] == 3
 
 
 def test_seeds_command_writes_a_table(tmp_path, capsys):
     folder = tmp_path / "notebooks"
     folder.mkdir()
-    _nb(folder / "01_toy.ipynb", ["import os\nfrom mmlab.runtime import report, seed\n"
-                                  "report('01', {'acc (>= 0.5)': 0.5 + seed() / 10, 'studies ran': os.environ['MMLAB_STUDIES'] == '1'})\n"
+    _nb(folder / "01_toy.ipynb", ["import os\nfrom mmlab import claims\nfrom mmlab.settings import seed\n"
+                                  "claims.measure('studies ran', os.environ['MMLAB_STUDIES'] == '1')\n"
+                                  "claims.check('acc', 0.5 + seed() / 10, '>=', 0.5)\n"
                                   "assert seed() != 2, 'seed 2 misses the bar'"])
     before = os.environ.get("MMLAB_STUDIES")
     assert cli.main(["seeds", "01", "--seeds", "0", "1", "2", "--dir", str(folder)]) == 1  # seed 2 failed
@@ -277,7 +282,7 @@ def test_seeds_command_writes_a_table(tmp_path, capsys):
     assert torch.backends.cpu.get_cpu_capability() in study["machine"]
     assert study["versions"]["transformers"] == transformers.__version__
     assert set(study["versions"]) >= {"torch", "open_clip_torch", "diffusers", "shap"}
-    agg = study["summary"]["acc (>= 0.5)"]
+    agg = study["summary"]["acc"]
     assert agg["min"] == 0.5 and abs(agg["mean"] - 0.6) < 1e-9 and agg["n"] == 3
     out = capsys.readouterr().out
     assert "seed 2 misses the bar" in out and "notebook passed" in out
@@ -286,23 +291,25 @@ def test_seeds_command_writes_a_table(tmp_path, capsys):
 def test_seeds_adds_a_seed_and_stores_seed_0_in_place(tmp_path):
     folder = tmp_path / "notebooks"
     folder.mkdir()
-    _nb(folder / "01_toy.ipynb", ["from mmlab.runtime import report, seed\nreport('01', {'acc (>= 0.5)': 0.5 + seed() / 10})",
+    _nb(folder / "01_toy.ipynb", ["from mmlab import claims\nfrom mmlab.settings import seed\n"
+                                  "claims.check('acc', 0.5 + seed() / 10, '>=', 0.5)",
                                   "from mmlab import seeds\nseeds.show('01_toy')"])
     assert cli.main(["seeds", "01", "--seeds", "1", "--dir", str(folder)]) == 0
     before = (folder / "01_toy.ipynb").read_bytes()
     assert cli.main(["seeds", "01", "--seeds", "0", "--dir", str(folder), "--inplace"]) == 0
     study = json.loads((folder / "seeds" / "01_toy.json").read_text())
     assert [r["seed"] for r in study["rows"]] == [0, 1]  # seed 1's row kept, seed 0's added
-    assert study["summary"]["acc (>= 0.5)"]["n"] == 2
+    assert study["summary"]["acc"]["n"] == 2
     nb = nbformat.read(folder / "01_toy.ipynb", as_version=4)
     assert (folder / "01_toy.ipynb").read_bytes() != before
     shown = nb.cells[2].outputs[0]["text"]
     assert "s0" in shown and "s1" in shown and "0.600" in shown  # the finished table, not the one seed 0's kernel saw
-    assert f"transformers {transformers.__version__}" in shown.splitlines()[0]  # the header names the releases
+    assert "training seeds 0, 1" in shown.splitlines()[0] and "acc (>= 0.5)" in shown  # the bar from claims.check
+    assert study["claims"] == {"acc": {"op": ">=", "bar": 0.5}}  # the table stores the bar the notebook declared
 
 
 def test_run_shows_the_cell_and_forwards_training_progress(tmp_path, capsys, monkeypatch):
-    from mmlab import runner
+    from mmlab.tools import runner
 
     monkeypatch.setattr(runner, "LOG_EVERY", 0.0)
     folder = tmp_path / "notebooks"
@@ -346,8 +353,14 @@ def test_a_wheel_carries_the_notebooks(tmp_path):
                    check=True, capture_output=True)
     (wheel,) = wheels.glob("mmlab-*.whl")
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, system_site_packages=True, with_pip=True)  # the dependencies come from this environment
+    # The dependencies come from the environment running this test: a .pth file adds its site-packages after the new
+    # venv's own. (system_site_packages=True would add the *base* interpreter's instead, which a venv has not filled.)
+    venv.create(env_dir, with_pip=True)
     py = env_dir / "bin" / "python"
+    inner = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], check=True,
+                           capture_output=True, text=True).stdout.strip()
+    outer = [p for p in (sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"])]
+    (Path(inner) / "outer-environment.pth").write_text("\n".join(dict.fromkeys(outer)) + "\n")
     subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "-q", str(wheel)], check=True, capture_output=True)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -359,10 +372,18 @@ def test_a_wheel_carries_the_notebooks(tmp_path):
     subprocess.run([str(env_dir / "bin" / "mmlab"), "copy", "mine"], cwd=elsewhere, check=True, capture_output=True)
     assert len(list((elsewhere / "mine").glob("*.ipynb"))) == 5 and len(list((elsewhere / "mine" / "seeds").glob("*.json"))) == 5
     assert len(list((elsewhere / "mine" / "studies").glob("*.json"))) == 3  # the optional studies' stored results
+    for command in ("bench", "seeds"):  # installed commands that read files shipped in the wheel
+        shown = subprocess.run([str(env_dir / "bin" / "mmlab"), command, "--help"], cwd=elsewhere, check=True,
+                               capture_output=True, text=True).stdout
+        assert f"mmlab {command}" in shown
+    budgets = subprocess.run([str(py), "-c", "from mmlab.tools import bench, run_all; "
+                              "print(len(bench.reference_seconds(run_all.notebooks_dir())))"],
+                             cwd=elsewhere, check=True, capture_output=True, text=True).stdout
+    assert int(budgets) > 0  # the seed tables (both thread counts) the budgets come from are in the wheel
 
 
 def test_bench_profile_lists_the_slowest_cells(tmp_path, capsys):
-    from mmlab import bench
+    from mmlab.tools import bench
 
     summary = [{"name": "01_a", "status": "ok", "seconds": 10.0, "cells": [[1, "x = 1", 1.0], [3, "train()", 8.0]]},
                {"name": "02_b", "status": "ok", "seconds": 5.0, "cells": [[2, "sample()", 4.0]]}]
@@ -376,7 +397,7 @@ def test_bench_profile_lists_the_slowest_cells(tmp_path, capsys):
 
 def test_bench_shows_a_small_budget_as_it_is(tmp_path, capsys, monkeypatch):
     """A budget of 4.6 s (100 of 2,600 steps' 120 s) is shown as 4.6, not rounded to a 5 it beats."""
-    from mmlab import bench
+    from mmlab.tools import bench
 
     monkeypatch.setattr(bench, "micro_benchmarks", lambda notebooks=None: [("yardstick", 4.8, 100 * 120 / 2600)])
     assert bench.main(tmp_path / "absent.json") == 1
@@ -394,7 +415,7 @@ def _seed_table(path, notebook, threads, seconds):
 def test_bench_budgets_follow_the_seed_table_of_the_thread_count_the_training_ran_on(tmp_path, capsys):
     """A training's budget: DRIFT x the slowest ok run of the seed table made at the thread count it ran on; at a
     count no table was made at, no budget (printed as such, not missed)."""
-    from mmlab import bench
+    from mmlab.tools import bench
 
     _seed_table(tmp_path / "seeds" / "01_a.json", "01_a", 2, [10.0, 12.0, 11.0])
     _seed_table(tmp_path / "seeds" / "one-thread" / "01_a.json", "01_a", 1, [20.0, 16.0])
@@ -465,7 +486,7 @@ def test_run_without_jobs_takes_auto_and_records_the_wall_time(tmp_path, monkeyp
 
 
 def test_bench_compares_a_side_by_side_run_by_its_wall_time(tmp_path, capsys):
-    from mmlab import bench
+    from mmlab.tools import bench
 
     rows = [{"name": f"0{i}_x", "status": "ok", "seconds": 300.0, "run_jobs": 2, "run_wall_seconds": 780.0} for i in range(1, 6)]
     assert bench.from_summary(rows)[-1] == ("suite: five notebooks (mmlab run, 2 at a time: wall)", 780.0, 600)
@@ -478,3 +499,29 @@ def test_bench_compares_a_side_by_side_run_by_its_wall_time(tmp_path, capsys):
     assert bench.main(path, micro=False) == 1
     line = "2 notebooks at a time, 780.0 s of wall time; the sum of notebook seconds 1500.0 s"   # the made-up rows above
     assert line in capsys.readouterr().out
+
+
+def test_run_times_the_yardstick_alone_after_the_notebooks(nbdir, tmp_path, capsys, monkeypatch):
+    """`mmlab run` gives its wall time in yardsticks (100 tiny-CLIP steps timed after the notebooks, alone), and
+    records the yardstick in summary.json; --no-yardstick (or MMLAB_YARDSTICK=0) skips it."""
+    from mmlab.tools import bench
+
+    calls = []
+    monkeypatch.setattr(bench, "yardstick", lambda cwd, env: calls.append(env) or 2.0)
+    monkeypatch.setenv("MMLAB_YARDSTICK", "1")
+    assert cli.main(["run", "01", "--dir", str(nbdir), "--build", str(tmp_path / "b"), "--no-progress", "--jobs", "1"]) == 0
+    (record,) = json.loads((tmp_path / "b" / "summary.json").read_text())
+    stick = record["yardstick_seconds"]
+    assert stick == 2.0 and len(calls) == 1 and "MMLAB_THREADS" not in calls[0]
+    assert "yardsticks" in capsys.readouterr().out
+    assert cli.main(["run", "01", "--dir", str(nbdir), "--build", str(tmp_path / "c"), "--no-progress", "--no-yardstick"]) == 0
+    (skipped,) = json.loads((tmp_path / "c" / "summary.json").read_text())
+    no_stick = skipped["yardstick_seconds"]
+    assert len(calls) == 1 and no_stick is None
+
+
+def test_probe_command_rejects_an_unknown_field():
+    with pytest.raises(SystemExit, match="num_stepz=3"):
+        cli.main(["probe", "clip", "0", "num_stepz=3"])
+    with pytest.raises(SystemExit, match="at least one training seed"):
+        cli.main(["probe", "clip", "num_steps=3"])

@@ -9,9 +9,18 @@ import types
 from pathlib import Path
 
 import nbformat
-import pytest
 
-tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+def toml_module():
+    """``tomllib`` (Python >= 3.11), else its PyPI original ``tomli`` (the dev extra installs it)."""
+    try:
+        import tomllib
+    except ImportError:
+        import tomli as tomllib
+    return tomllib
+
+
+tomllib = toml_module()
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -86,3 +95,11 @@ def test_setup_cell_on_colab_installs_once(monkeypatch):
 
 def test_setup_cell_elsewhere_does_nothing(monkeypatch):
     assert _run_setup(monkeypatch, colab=False) == []
+
+
+def test_pyproject_is_read_without_tomllib(monkeypatch):
+    """On Python 3.10 there is no tomllib: the fallback reads the same project table."""
+    monkeypatch.setitem(sys.modules, "tomllib", None)  # `import tomllib` raises ImportError
+    reader = toml_module()
+    assert reader.__name__ == "tomli"
+    assert reader.loads((ROOT / "pyproject.toml").read_text())["project"] == PYPROJECT["project"]

@@ -11,7 +11,8 @@ import nbformat
 import pytest
 import torch
 
-from mmlab import cli, runtime
+from mmlab import settings
+from mmlab.tools import cli
 
 
 @pytest.fixture
@@ -45,15 +46,15 @@ def hub(monkeypatch):
 
 
 def test_not_asked_is_offline_and_sends_nothing(hub):
-    assert runtime.pretrained_decision() == (False, runtime.pretrained_decision()[1])
-    assert runtime.use_pretrained() is False
-    assert "MMLAB_PRETRAINED not set" in runtime.pretrained_decision()[1]
+    assert settings.pretrained_decision() == (False, settings.pretrained_decision()[1])
+    assert settings.use_pretrained() is False
+    assert "MMLAB_PRETRAINED not set" in settings.pretrained_decision()[1]
     assert hub == [], "without an opt-in, not even the probe may reach the hub"
 
 
 def test_asked_and_hub_answers(hub, monkeypatch):
     monkeypatch.setenv("MMLAB_PRETRAINED", "1")
-    ok, why = runtime.pretrained_decision()
+    ok, why = settings.pretrained_decision()
     assert ok and "MMLAB_PRETRAINED=1" in why and "answered" in why
     assert hub and hub[0][0] == "HEAD", "the probe goes to HF_ENDPOINT (a mirror), not huggingface.co"
 
@@ -61,13 +62,13 @@ def test_asked_and_hub_answers(hub, monkeypatch):
 @pytest.mark.parametrize("value", ["0", "no", "false"])
 def test_asked_off_explicitly(hub, monkeypatch, value):
     monkeypatch.setenv("MMLAB_PRETRAINED", value)
-    assert runtime.pretrained_decision() == (False, f"offline: MMLAB_PRETRAINED={value}")
+    assert settings.pretrained_decision() == (False, f"offline: MMLAB_PRETRAINED={value}")
 
 
 def test_asked_but_hf_hub_offline(hub, monkeypatch):
     monkeypatch.setenv("MMLAB_PRETRAINED", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert runtime.pretrained_decision() == (False, "offline: HF_HUB_OFFLINE is set")
+    assert settings.pretrained_decision() == (False, "offline: HF_HUB_OFFLINE is set")
     assert hub == []
 
 
@@ -81,7 +82,7 @@ def test_asked_but_nothing_answers(monkeypatch):
     monkeypatch.setenv("MMLAB_PRETRAINED", "1")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     t0 = time.perf_counter()
-    ok, why = runtime.pretrained_decision(timeout=3.0)
+    ok, why = settings.pretrained_decision(timeout=3.0)
     elapsed = time.perf_counter() - t0
     silent.close()
     assert not ok and "did not answer within 3 s" in why
@@ -92,15 +93,15 @@ def test_asked_but_nothing_answers(monkeypatch):
 def test_colab(hub, monkeypatch, cuda):
     monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
-    ok, why = runtime.pretrained_decision()
+    ok, why = settings.pretrained_decision()
     assert ok is cuda
     assert ("Colab + CUDA" in why) if cuda else ("MMLAB_PRETRAINED not set" in why)
     monkeypatch.setenv("MMLAB_PRETRAINED", "0")  # the reader can still say no on Colab
-    assert runtime.use_pretrained() is False
+    assert settings.use_pretrained() is False
 
 
 THROWAWAY = [
-    "from mmlab.runtime import pretrained_decision\nPRETRAINED, WHY = pretrained_decision()\nprint(WHY)",
+    "from mmlab.settings import pretrained_decision\nPRETRAINED, WHY = pretrained_decision()\nprint(WHY)",
     # a guarded pretrained load, as the five notebooks write it
     "if PRETRAINED:\n    from huggingface_hub import hf_hub_download\n"
     "    hf_hub_download('org/model', 'model.safetensors')",

@@ -10,7 +10,7 @@ import types
 import nbformat
 import pytest
 
-from mmlab import runner, scratch
+from mmlab.tools import runner, scratch
 
 
 def test_make_names_the_folder_after_its_owner(tmp_path):

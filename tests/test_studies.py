@@ -9,7 +9,9 @@ import nbformat
 import pytest
 import transformers
 
-from mmlab import stamp, studies
+from mmlab import studies
+from mmlab.provenance import cells_digest
+from mmlab.tools import stamp
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 
@@ -27,7 +29,9 @@ def beside_a_notebook(tmp_path, monkeypatch):
     """A working folder holding 01_toy.ipynb, as a kernel runs beside its notebook."""
     monkeypatch.chdir(tmp_path)
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_markdown_cell("# Q"), nbformat.v4.new_code_cell("x = 1")]
+    nb.cells = [nbformat.v4.new_markdown_cell("# Q"), nbformat.v4.new_code_cell("x = 1"),
+                nbformat.v4.new_code_cell('small = studies.run("01_toy", "small batch", study)'),
+                nbformat.v4.new_code_cell("y = 2")]
     nbformat.write(nb, tmp_path / "01_toy.ipynb")
     monkeypatch.delenv("MMLAB_SEED", raising=False)
     return tmp_path
@@ -40,15 +44,17 @@ def test_runs_and_stores_when_on_shows_the_stored_result_when_off(beside_a_noteb
     stored = json.loads((beside_a_notebook / "studies" / "01_toy.json").read_text())
     record = stored["small batch"]["0"]
     nb = nbformat.read(beside_a_notebook / "01_toy.ipynb", as_version=4)
-    assert record["code_sha256"] == stamp.code_digest(nb)  # the same digest as the notebook's own stamp
-    assert "mmlab.studies" in record["library_sha256"] and "def _study" in record["source"]
+    sources = [c.source for c in nb.cells if c.cell_type == "code"]
+    assert record["code_digest"] == cells_digest(sources[:2])  # the code up to the cell that runs the study
+    assert "mmlab.studies" in record["library_digest"] and "def _study" in record["source"]
     assert record["versions"]["transformers"] == transformers.__version__  # a new release can move a figure
-    assert studies.stale(nb, stored) == []
+    assert stamp.stale_studies(nb, stored) == []
 
     monkeypatch.delenv("MMLAB_STUDIES")
     shown = studies.run("01_toy", "small batch", _study)
     assert not shown.live and shown.value == live.value
     assert "stored run, seed 0" in shown.label and "MMLAB_STUDIES=1 runs it here" in shown.label
+    assert record["when"] not in shown.label and record["machine"] not in shown.label  # no machine history in a lesson
     monkeypatch.setenv("MMLAB_SEED", "3")  # no run stored for seed 3: seed 0's, and the label says so
     assert "none stored for this run's seed 3" in studies.run("01_toy", "small batch", _study).label
 
@@ -71,12 +77,14 @@ def test_stale_names_a_code_or_library_change(beside_a_notebook, monkeypatch):
     stored = studies.load("01_toy")
     nb = nbformat.read(beside_a_notebook / "01_toy.ipynb", as_version=4)
     nb.cells[0].source = "# prose is not code"
-    assert studies.stale(nb, stored) == []
+    nb.cells[3].source = "y = 3"  # a cell below the study cannot change its result
+    nb.cells[1].source = "x = 1  # a comment is not code"
+    assert stamp.stale_studies(nb, stored) == []
     nb.cells[1].source = "x = 2"
-    assert studies.stale(nb, stored) == ["study 'small batch' (seed 0): the notebook's code cells changed since it ran"]
+    assert stamp.stale_studies(nb, stored) == ["study 'small batch' (seed 0): the notebook's code up to the study changed since it ran"]
     nb.cells[1].source = "x = 1"
-    stored["small batch"]["0"]["library_sha256"]["mmlab.studies"] = "0" * 64
-    assert studies.stale(nb, stored) == ["study 'small batch' (seed 0): mmlab modules it ran against changed: mmlab.studies"]
+    stored["small batch"]["0"]["library_digest"]["mmlab.studies"] = "0" * 64
+    assert stamp.stale_studies(nb, stored) == ["study 'small batch' (seed 0): mmlab modules it ran against changed: mmlab.studies"]
 
 
 def test_a_run_of_new_code_drops_other_seeds_runs_of_the_old(beside_a_notebook, monkeypatch):
@@ -105,7 +113,7 @@ def test_committed_studies_come_from_the_current_code(path):
     study the notebook calls has a stored run (CI shows stored results: they must be this code's)."""
     stored = studies.load(path.stem, path.parent / "studies")
     nb = nbformat.read(path, as_version=4)
-    reasons = studies.stale(nb, stored)
+    reasons = stamp.stale_studies(nb, stored)
     assert not reasons, f"{path.name}: {'; '.join(reasons)}. Re-run `mmlab run --studies --inplace {path.stem[:2]}`"
     called = [name for cell in nb.cells if cell.cell_type == "code"
               for name in re.findall(r'studies\.run\("[^"]+", "([^"]+)"', cell.source)]

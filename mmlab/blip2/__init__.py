@@ -56,9 +56,9 @@ from mmlab.blip2.recipe import TinyBlip2Recipe, lm_config, qformer_config
 from mmlab.blip2.stage1 import QFormerPretrainer, carry_stage1, stage1_masks, train_stage1
 from mmlab.blip2.stage2 import PatchPrefixCaptioner, Stage2Batches, train_patch_prefix, train_stage2
 from mmlab.cache import cached
-from mmlab.clip_training import TinyClipRecipe, tiny_clip, tiny_clip_dir
+from mmlab.clip.training import TinyClipRecipe, tiny_clip, tiny_clip_dir
 from mmlab.data import ShapesWorld
-from mmlab.runtime import tensor_digest
+from mmlab.files import tensor_digest
 
 __all__ = [
     "BOS", "DEC", "EOS", "IMAGE", "PAD", "SPECIAL_TOKENS", "UNK", "VIEWS", "ClipImageTower", "PatchPrefixCaptioner",
@@ -92,7 +92,7 @@ def tiny_blip2(seed: int = 0, retrain: bool = False, progress: bool = True, clip
         seed: the training seed (of the BLIP-2 and, unless ``clip_model`` is given, of its frozen tiny CLIP).
         clip_model: the frozen image encoder to use instead of ``tiny_clip(seed)``.
         recipe: another recipe than ``TinyBlip2Recipe(seed=seed)`` (its ``seed`` is replaced by ``seed``).
-        device: where it trains and is loaded (default ``runtime.device()``).
+        device: where it trains and is loaded (default ``settings.device()``).
     Returns ``(model, processor)`` through :func:`load_blip2`, exactly as ``Salesforce/blip2-opt-2.7b`` loads.
     """
     if not isinstance(seed, int) or isinstance(seed, bool):

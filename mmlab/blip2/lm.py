@@ -15,7 +15,7 @@ from mmlab.blip2.processor import PAD, attribute_captions, build_tokenizer, capt
 from mmlab.blip2.recipe import TinyBlip2Recipe, lm_config
 from mmlab.cache import cached
 from mmlab.data import ShapesWorld
-from mmlab.runtime import device as runtime_device
+from mmlab.settings import device as runtime_device
 from mmlab.train import History, to_device, train, warmup_cosine
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from mmlab.blip2.processor import IMAGE, pixel_values
 from mmlab.blip2.recipe import TinyBlip2Recipe, qformer_config
 from mmlab.clip import OPENAI_MEAN, OPENAI_STD, flat_colour, silhouette
-from mmlab.runtime import device as runtime_device
+from mmlab.settings import device as runtime_device
 
 # ----------------------------------------------------------------------------------------------------------------
 # the frozen image encoder: the tiny CLIP's ModifiedResNet, returning a feature map as tokens
@@ -145,7 +145,7 @@ def build_blip2(config: TinyBlip2Recipe, clip_model: open_clip.CLIP, clip_cfg: d
 
     ``clip_cfg`` is the open_clip ``model_cfg`` of ``clip_model`` (``TinyClipRecipe().model_cfg``).
     Freezes the image encoder and the LM (``requires_grad=False``, eval mode); queries, Q-Former and projection train.
-    The model is placed on ``device`` (default ``runtime.device()``).
+    The model is placed on ``device`` (default ``settings.device()``).
     """
     vision_cfg, embed_dim = clip_cfg["vision_cfg"], clip_cfg["embed_dim"]  # open_clip's model_cfg of the tiny CLIP
     tower = ClipImageTower(vision_cfg, embed_dim, config.feature_stage, config.views)
