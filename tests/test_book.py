@@ -148,7 +148,7 @@ def test_the_review_sheet_holds_every_spoken_answer_card_and_follow_up(built):
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         review = book.review_of(nb)
-        assert len(review["spoken"]) == 4, path.stem  # 30 seconds and one minute, 中文 and English
+        assert len(review["spoken"]) == 4, path.stem  # two lengths, 中文 and English
         assert review["card"] and len(review["follow_ups"]) >= 8, path.stem
         assert [n for n, _ in review["follow_ups"]] == list(range(1, len(review["follow_ups"]) + 1)), path.stem
         assert f"<section id='{path.stem}'>" in sheet and "href='review.html'" in (built / f"{path.stem}.html").read_text()
