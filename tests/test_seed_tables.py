@@ -88,3 +88,12 @@ def test_declared_claims_read_literals_and_f_string_templates():
     with pytest.raises(ValueError, match="stated twice"):
         declared_claims(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
             'claims.check("a", a, ">", 1)\nclaims.check("a", b, ">", 1)')]))
+
+
+def test_a_new_table_names_each_claim_a_loop_stated():
+    from mmlab.tools.seed_study import table
+
+    rows = [{"seed": 0, "status": "ok", "bars": {"ViT: score": 0.9, "CLIP: score": 0.8, "gap": 0.1}}]
+    made = table("04_x", rows, {"{...}: score": {"op": ">", "bar": 0.25}}, threads=1)
+    assert made["claims"] == {"ViT: score": {"op": ">", "bar": 0.25}, "CLIP: score": {"op": ">", "bar": 0.25}}
+    assert set(made["summary"]) == {"ViT: score", "CLIP: score", "gap"}

@@ -113,9 +113,12 @@ def row_of(seed: int, status: str, error: str, seconds: float, report: dict | No
 def table(stem: str, rows: list[dict], claims: dict[str, dict], threads: int | None, **extra) -> dict:
     """A seed table: the rows, the claims' operators and bars, the machine and library versions, the summary."""
     rows = sorted(rows, key=lambda r: r["seed"])
+    recorded = dict.fromkeys(k for r in rows for k in (r.get("bars") or {}))
+    # a claim stated in a loop is declared once (an f-string template) and recorded once per name it took
+    concrete = {name: dict(claims[t]) for name in recorded for t in claims if matches(t, name)}
     return {"notebook": stem, "when": time.strftime("%Y-%m-%d %H:%M"), "seeds": [r["seed"] for r in rows],
             "machine": machine(), "versions": library_versions(), "threads": threads, **extra,
-            "claims": claims, "rows": rows, "summary": summarise(rows)}
+            "claims": concrete, "rows": rows, "summary": summarise(rows)}
 
 
 def _refresh_table_cells(nb, stem: str, directory: Path) -> int:
