@@ -31,6 +31,8 @@ from typing import TypeVar
 from filelock import FileLock
 
 from mmlab.files import write_atomic
+from mmlab.settings import device as runtime_device
+from mmlab.settings import smoke
 
 T = TypeVar("T")
 MANIFEST = "mmlab_manifest.json"
@@ -70,6 +72,20 @@ def recipe_key(recipe: dict) -> str:
     """A short stable hash (12 hex digits) of a JSON-serialisable recipe: names cache entries by what built them."""
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
 
+
+
+def keyed(recipe: dict, device=None) -> dict:
+    """What a cache entry is keyed by: ``recipe``, plus the device type it was trained on when that is not the CPU (a
+    model trained on a GPU is another model: other float sums), plus ``"smoke"`` in a smoke run (a few steps only).
+
+    ``device`` defaults to ``settings.device()``, where ``build`` trains when it is given none. CPU keys carry no
+    device, so CPU caches made before the device entered the key stay valid.
+    """
+    device_type = getattr(device, "type", device) or runtime_device().type
+    extra = {} if device_type == "cpu" else {"device": device_type}
+    if smoke():
+        extra["smoke"] = True
+    return {**recipe, **extra} if extra else recipe
 
 
 def artefact_dir(name: str, recipe: dict) -> Path:
@@ -180,7 +196,7 @@ def store(name: str, recipe: dict, obj: T, save: Callable[[T, Path], None]) -> P
 
 
 def cached(name: str, recipe: dict, build: Callable[[], T], save: Callable[[T, Path], None],
-           load: Callable[[Path], T], retrain: bool = False) -> T:
+           load: Callable[[Path], T], retrain: bool = False, device=None) -> T:
     """``load`` artefact ``name`` of ``recipe`` from the cache, else ``build()`` it, ``save`` it whole, and load it.
 
     Args:
@@ -191,7 +207,9 @@ def cached(name: str, recipe: dict, build: Callable[[], T], save: Callable[[T, P
         load: ``load(folder)`` reads it back; the result of :func:`cached` is always what ``load`` returns, so the
             first run and every later run see the same object.
         retrain: ignore an existing artefact and rebuild it.
+        device: where ``build`` trains (default ``settings.device()``): its type enters the key (:func:`keyed`).
     """
+    recipe = keyed(recipe, device)
     directory = artefact_dir(name, recipe)
     try:
         lock = _lock(directory)

@@ -62,9 +62,24 @@ class NoiseSchedule:
         return f"NoiseSchedule(num_train_timesteps={self.num_train_timesteps}, beta_schedule={self.beta_schedule!r})"
 
     def _check_t(self, t: torch.Tensor | int, name: str = "t") -> None:
+        """A ValueError naming ``t`` when it is not a training timestep. Checked for ints and CPU tensors; a tensor on
+        a GPU is not read back to the host for this (a sync per training step): an out-of-range index fails there
+        when it is gathered."""
+        if isinstance(t, torch.Tensor) and t.device.type != "cpu":
+            return
         tt = torch.as_tensor(t)
         if tt.numel() and (tt.min() < 0 or tt.max() >= self.num_train_timesteps):
             raise ValueError(f"{name} must lie in [0, {self.num_train_timesteps - 1}], got {tt.tolist()}")
+
+    def alphas_cumprod_on(self, device: torch.device) -> torch.Tensor:
+        """ᾱ on ``device``, copied there once (not on every call of a training step)."""
+        device = torch.device(device)
+        if device.type == "cpu":
+            return self.alphas_cumprod
+        copies = self.__dict__.setdefault("_alphas_cumprod_copies", {})
+        if device not in copies:
+            copies[device] = self.alphas_cumprod.to(device)
+        return copies[device]
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor | int, noise: torch.Tensor) -> torch.Tensor:
         """Forward process, DDPM eq. 4: x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε  (diffusers' ``add_noise``).
@@ -80,14 +95,15 @@ class NoiseSchedule:
             raise ValueError(f"noise must be shaped like x0 {tuple(x0.shape)}, got {tuple(noise.shape)}")
         self._check_t(t)
         t = torch.as_tensor(t, device=x0.device).long()
-        a = self.alphas_cumprod.to(x0.device)[t].to(x0.dtype)
+        a = self.alphas_cumprod_on(x0.device)[t].to(x0.dtype)
         a = a.reshape(a.shape + (1,) * (x0.ndim - a.ndim))  # broadcast over (C, H, W)
         return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
     def snr(self, t: torch.Tensor | int) -> torch.Tensor:
         """Signal-to-noise ratio ᾱ_t / (1 - ᾱ_t) of x_t."""
         self._check_t(t)
-        a = self.alphas_cumprod[torch.as_tensor(t).long()]
+        t = torch.as_tensor(t)
+        a = self.alphas_cumprod_on(t.device)[t.long()]  # on t's device, as q_sample is on x0's
         return a / (1 - a)
 
     def timesteps(self, num_inference_steps: int) -> list[int]:
@@ -183,6 +199,13 @@ def classifier_free_guidance(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, g
     return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
 
 
+def _module_device(model) -> torch.device | None:
+    """The device of a ``torch.nn.Module``'s first parameter; None for a plain function (e.g. a lambda over one)."""
+    if isinstance(model, torch.nn.Module):
+        return next((p.device for p in model.parameters()), None)
+    return None
+
+
 def sample(
     model: Callable[[torch.Tensor, int], torch.Tensor],
     shape: tuple[int, ...],
@@ -204,7 +227,9 @@ def sample(
         sampler: "ddpm" (ancestral, stochastic) or "ddim" (η = 0, deterministic after x_T).
         generator: draws x_T and then each DDPM step's noise, in diffusers' order.
         guidance_scale: if given, classifier-free guidance with ``uncond_model(x_t, t)``.
-        device: where x_t lives (the model's device); default: the generator's device, else ``settings.device()``.
+        device: where x_t lives; default: the model's device (a ``torch.nn.Module``'s parameters), else
+            ``settings.device()``. The noise is drawn on the generator's device and then moved here, so a seed gives
+            the same samples on every device.
     Returns:
         x_0 samples, float32 (B, C, H, W).
     """
@@ -213,8 +238,9 @@ def sample(
     if guidance_scale is not None and uncond_model is None:
         raise ValueError("guidance_scale needs uncond_model (the unconditional ε prediction)")
     timesteps = schedule.timesteps(num_inference_steps)
-    gen_device = generator.device if generator is not None else (device or runtime_device())
-    x_t = torch.randn(shape, generator=generator, device=gen_device).to(device or gen_device)  # x_T
+    device = device or _module_device(model) or runtime_device()
+    gen_device = generator.device if generator is not None else device
+    x_t = torch.randn(shape, generator=generator, device=gen_device).to(device)  # x_T
     for i, t in enumerate(tqdm(timesteps, desc=sampler, disable=not progress, mininterval=10.0)):
         prev_t = timesteps[i + 1] if i + 1 < len(timesteps) else -1
         with torch.no_grad():

@@ -8,9 +8,12 @@ code reads (hub file listings, rounded up) and the memory they take once loaded;
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
+
+ANY_DEVICE = "MMLAB_PRETRAINED_ANY_DEVICE"
 
 
 @dataclass(frozen=True)
@@ -43,12 +46,28 @@ def gpu_memory_gb(device: torch.device) -> float | None:
     return torch.cuda.get_device_properties(device).total_memory / 1e9
 
 
+def any_device() -> bool:
+    """``MMLAB_PRETRAINED_ANY_DEVICE=1``: run the lines that need a CUDA GPU today on any device.
+
+    For a hub mirror that serves *tiny* checkpoints under the real repository ids (the rehearsal of
+    ``mmlab.tools.rehearsal``): 02's BLIP-2 branch and 05's pipeline and image then run on a CPU in float32. With the
+    real checkpoints it would ask a laptop for ~15 GB of RAM and minutes per image: leave it unset there.
+    """
+    return os.environ.get(ANY_DEVICE, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def generates(device: torch.device) -> bool:
+    """Whether 05 runs Stable Diffusion's whole pipeline and draws an image: on CUDA, or with :func:`any_device`.
+    Elsewhere it loads only the VAE and UNet (a 50-step image takes minutes on a CPU)."""
+    return device.type == "cuda" or any_device()
+
+
 def fits(key: str, device: torch.device) -> tuple[bool, str]:
     """Whether checkpoint ``key`` can run on ``device``, and why not in one line when it cannot."""
     if key not in CHECKPOINTS:
         raise ValueError(f"key must be one of {sorted(CHECKPOINTS)}, got {key!r}")
     ckpt = CHECKPOINTS[key]
-    if ckpt.min_gpu_gb is None:
+    if ckpt.min_gpu_gb is None or any_device():
         return True, ""
     memory = gpu_memory_gb(device)
     if memory is None:
@@ -65,6 +84,8 @@ def announce(key: str, device: torch.device) -> bool:
     print(f"pretrained: {ckpt.name} — downloads ~{ckpt.download_gb:g} GB once; {ckpt.memory}")
     if not ok:
         print(why)
+    elif ckpt.min_gpu_gb is not None and gpu_memory_gb(device) is None:
+        print(f"{ANY_DEVICE}=1: running it on {device.type} anyway (meant for a hub mirror's tiny checkpoints)")
     return ok
 
 

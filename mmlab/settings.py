@@ -11,6 +11,7 @@ import os
 import random
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -64,11 +65,50 @@ def device() -> torch.device:
     return torch.device("cpu")
 
 
+def exact_float32(device: torch.device) -> str:
+    """On CUDA, turn TF32 off for matmuls and cuDNN convolutions; return what was done, in words ("" elsewhere).
+
+    On Ampere and later GPUs torch may run float32 matmuls and convolutions in TF32 (a 10-bit mantissa): fast, but
+    the notebooks' exact comparisons with the reference libraries (e.g. notebook 03's Shapley sum against shap,
+    tolerance 1e-6) would then fail on a GPU only. Uses torch's ``fp32_precision`` flags (the legacy ``allow_tf32``
+    flags must not be mixed with them).
+    """
+    if device.type != "cuda":
+        return ""
+    torch.backends.cuda.matmul.fp32_precision = "ieee"
+    torch.backends.cudnn.fp32_precision = "ieee"
+    return "TF32 off (float32 matmuls and convolutions in full precision)"
+
+
+def clock(device: torch.device | None = None) -> float:
+    """``time.perf_counter()`` once ``device`` has finished its queued work: the clock to time GPU code with.
+
+    CUDA (and MPS) run kernels asynchronously: without the synchronize, a timing measures only the kernel
+    launches. On the CPU it is ``time.perf_counter()``.
+    """
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device is not None and device.type == "mps":
+        torch.mps.synchronize()
+    return time.perf_counter()
+
+
+def smoke() -> bool:
+    """Whether this is a smoke run (``MMLAB_SMOKE=1``, set by ``mmlab run --smoke``): every training loop stops after
+    :data:`SMOKE_STEPS` steps, so a GPU machine or Colab checks every cell in minutes; claims are then only reported."""
+    return _env_flag("MMLAB_SMOKE")
+
+
+SMOKE_STEPS = 3
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python's, NumPy's and torch's global RNGs; returns a CPU ``torch.Generator`` seeded alike.
 
     What ``transformers.set_seed`` does for these three, written out: the page shows which RNGs a run depends on,
-    and notebooks without transformers do not import it (seconds) just to seed.
+    and notebooks without transformers do not import it (seconds) just to seed. The generator is a CPU one on
+    purpose: noise drawn from it is the same on every device (move the tensor after drawing it), which is how the
+    samplers here and diffusers' ``randn_tensor`` keep a seed's images device-independent.
     """
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
@@ -149,7 +189,11 @@ def settings() -> Settings:
     """Resolve a notebook's settings, seed every RNG with its seed, print one line saying what was decided and why."""
     resolved = Settings(seed(), device(), set_threads(), *pretrained_decision())
     seed_everything(resolved.seed)
-    print(f"seed={resolved.seed} device={resolved.device} threads={resolved.threads}; {resolved.why}")
+    notes = [note for note in (exact_float32(resolved.device),
+                               "smoke run: every training loop stops after a few steps, claims only reported" if smoke() else "")
+             if note]
+    print(f"seed={resolved.seed} device={resolved.device} threads={resolved.threads}; {resolved.why}"
+          + "".join(f"; {note}" for note in notes))
     return resolved
 
 

@@ -10,7 +10,6 @@ import json
 import math
 import os
 import tempfile
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,10 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
+
+from mmlab.settings import SMOKE_STEPS, clock, smoke
+
+READ_EVERY = 25  # training steps between reading the losses back to the host (each read waits for the device)
 
 
 @dataclass
@@ -84,7 +87,10 @@ def train(
         seed: seeds torch's global RNG for the run (dropout, sampling inside ``loss_fn``) without changing it for the
             caller (``torch.random.fork_rng``); None leaves the RNG as it is.
     Batches are moved to the model's device (tensors, and tensors inside dicts, lists and tuples), so ``batch_fn`` can
-    build them on the CPU.
+    build them on the CPU. The losses stay on the device and are read back every :data:`READ_EVERY` steps and before
+    each evaluation (a GPU then never waits for the host in between); a non-finite loss raises ``FloatingPointError``
+    naming its step at that read. Seconds are read with :func:`mmlab.settings.clock` (the device synchronized).
+    In a smoke run (``MMLAB_SMOKE=1``) training stops after ``SMOKE_STEPS`` steps.
     Returns:
         A :class:`History`.
     """
@@ -97,8 +103,23 @@ def train(
             torch.manual_seed(seed)
             return train(model, batch_fn, loss_fn, optimizer, num_steps, eval_fn, eval_every, lr_scheduler,
                          max_grad_norm, after_step, progress, desc)
+    if smoke():
+        num_steps = min(num_steps, SMOKE_STEPS)
     device = next(model.parameters()).device
     history = History()
+    pending: list[torch.Tensor] = []  # losses not yet read back: one host sync per READ_EVERY steps, not per step
+    started = clock(device)
+
+    def read_back() -> None:
+        """Copy the pending losses to the host (one sync), stop at a non-finite one, add the seconds since ``started``."""
+        if pending:
+            values = torch.stack(pending).tolist()
+            for i, value in enumerate(values):
+                if not math.isfinite(value):
+                    raise FloatingPointError(f"loss became {value} at step {history.steps[len(history.losses) + i]}")
+            history.losses.extend(values)
+            pending.clear()
+        history.seconds += clock(device) - started
 
     def evaluate(step: int) -> None:
         model.eval()
@@ -109,14 +130,11 @@ def train(
 
     bar = tqdm(range(num_steps), desc=desc, disable=not progress, mininterval=10.0)  # few updates: small stored outputs
     for step in bar:
-        t0 = time.perf_counter()
         model.train()
         batch = to_device(batch_fn(step), device)
         loss = loss_fn(model, batch)
         if loss.ndim != 0:
             raise ValueError(f"loss_fn must return a scalar tensor, got shape {tuple(loss.shape)}")
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at step {step}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if max_grad_norm is not None:
@@ -126,11 +144,14 @@ def train(
             lr_scheduler.step()
         if after_step is not None:
             after_step(step)
-        history.seconds += time.perf_counter() - t0
         history.steps.append(step)
-        history.losses.append(loss.item())
-        if eval_fn is not None and ((step + 1) % eval_every == 0 or step + 1 == num_steps):
-            evaluate(step + 1)
+        pending.append(loss.detach())
+        evaluating = eval_fn is not None and ((step + 1) % eval_every == 0 or step + 1 == num_steps)
+        if evaluating or len(pending) == READ_EVERY or step + 1 == num_steps:
+            read_back()
+            if evaluating:
+                evaluate(step + 1)
+            started = clock(device)
     bar.close()
     model.eval()
     return history

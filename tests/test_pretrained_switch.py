@@ -16,8 +16,9 @@ from mmlab.tools import cli
 
 
 @pytest.fixture
-def hub(monkeypatch):
-    """A local stand-in for the hub: answers every request with 200 and records its path."""
+def hub(monkeypatch, tmp_path):
+    """A local stand-in for the hub: answers every request with 200 and records its path. ``HF_HOME`` is a temporary
+    folder: what the hub client writes after talking to this stand-in must not reach the reader's cache."""
     requests = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -40,6 +41,8 @@ def hub(monkeypatch):
     for name in ("HF_HUB_OFFLINE", "MMLAB_PRETRAINED"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     yield requests
     server.shutdown()
     server.server_close()

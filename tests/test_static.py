@@ -37,6 +37,7 @@ def test_no_pickle_loading_and_no_remote_code(path):
 def test_no_hard_coded_device(path):
     code = path.read_text()
     assert ".cuda()" not in code, path
+    code = re.sub(r"""(==|!=)\s*["'](cpu|cuda|mps)["']""", "", code)  # asking which device a tensor is on chooses none
     hits = re.findall(r"""["'](cpu|cuda|mps)(:\d+)?["']""", code)
     assert not hits, f"{path.name} names a device ({hits}): take a device argument, defaulting to the model's or settings.device()"
 

@@ -115,4 +115,4 @@ def tiny_blip2(seed: int = 0, retrain: bool = False, progress: bool = True, clip
         key["clip"] = tensor_digest(clip_model.visual.state_dict())[:12]
     return cached("tiny_blip2", key, build, save=lambda mp, folder: save_blip2(*mp, folder),
                   load=lambda folder: load_blip2(folder, device=device),
-                  retrain=retrain)
+                  retrain=retrain, device=device)

@@ -116,7 +116,7 @@ def tiny_language_model(config: TinyBlip2Recipe | None = None, retrain: bool = F
     lm = cached("tiny_opt", recipe, build=lambda: pretrain_lm(config, tokenizer, world, progress=progress, device=device)[0],
                 save=lambda m, folder: m.save_pretrained(folder, safe_serialization=True),
                 load=lambda folder: OPTForCausalLM.from_pretrained(folder, use_safetensors=True).to(device or runtime_device()).eval(),
-                retrain=retrain)
+                retrain=retrain, device=device)
     return lm, tokenizer
 
 

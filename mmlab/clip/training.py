@@ -14,7 +14,7 @@ from pathlib import Path
 import open_clip
 import torch
 
-from mmlab.cache import artefact_dir, cached
+from mmlab.cache import artefact_dir, cached, keyed
 from mmlab.clip.loss import contrastive_loss
 from mmlab.clip.model import build_clip, encode, load_clip, save_clip, tokenizer_for
 from mmlab.clip.views import flat_colour, grey
@@ -169,9 +169,10 @@ def clip_recipe(config: TinyClipRecipe) -> dict:
     return {"recipe": asdict(config), "version": 3, "open_clip": open_clip.__version__, "torch": torch.__version__}
 
 
-def tiny_clip_dir(config: TinyClipRecipe) -> Path:
-    """Cache folder of the tiny CLIP trained by ``config`` (keyed by a hash of the recipe and library versions)."""
-    return artefact_dir("tiny_clip", clip_recipe(config))
+def tiny_clip_dir(config: TinyClipRecipe, device: torch.device | None = None) -> Path:
+    """Cache folder of the tiny CLIP trained by ``config`` on ``device`` (keyed by a hash of the recipe, the library
+    versions and, off the CPU, the device type: :func:`mmlab.cache.keyed`)."""
+    return artefact_dir("tiny_clip", keyed(clip_recipe(config), device))
 
 
 def tiny_clip_trained(config: TinyClipRecipe, progress: bool = True, eval_every: int = 250,
@@ -196,7 +197,7 @@ def tiny_clip_trained(config: TinyClipRecipe, progress: bool = True, eval_every:
         history = trained.get("history") or (History.from_json(stored.read_text()) if stored.is_file() else None)
         return load_clip(f"local-dir:{folder}", device=device)[0], history
 
-    return cached("tiny_clip", clip_recipe(config), build, save, load)
+    return cached("tiny_clip", clip_recipe(config), build, save, load, device=device)
 
 
 def tiny_clip(seed: int = 0, retrain: bool = False, progress: bool = True, device: torch.device | None = None,
@@ -218,6 +219,6 @@ def tiny_clip(seed: int = 0, retrain: bool = False, progress: bool = True, devic
         (folder / "history.json").write_text(trained["history"].to_json())
 
     return cached("tiny_clip", clip_recipe(config), build=build, save=save,
-                  load=lambda folder: load_clip(f"local-dir:{folder}", device=device), retrain=retrain)
+                  load=lambda folder: load_clip(f"local-dir:{folder}", device=device), retrain=retrain, device=device)
 
 

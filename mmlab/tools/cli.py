@@ -9,6 +9,8 @@
     mmlab copy DIR              # editable copies of the notebooks, e.g. beside a pip-installed mmlab
     mmlab seeds 01              # the seed table of notebook 01 (seeds 0-4), notebooks/seeds/
     mmlab seeds 01 02 --suite   # the one-thread tables: `mmlab run` two at a time per seed, notebooks/seeds/one-thread/
+    mmlab run --smoke           # every cell, a few training steps, claims reported (a GPU machine or Colab, in minutes)
+    mmlab rehearse              # the pretrained cells of 01, 02, 05 against a local hub mirror of tiny checkpoints
     mmlab probe clip 3 num_steps=3600   # a recipe with some fields changed, for the seeds given (docs/recipes.md)
     mmlab bench | doctor | cache
 """
@@ -120,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
                             "2 on a CPU with 2+ cores and the memory for two, else 1)")
     p_run.add_argument("--no-yardstick", action="store_true",
                        help="skip the CPU yardstick timed after the notebooks (also MMLAB_YARDSTICK=0)")
+    p_run.add_argument("--smoke", action="store_true",
+                       help="MMLAB_SMOKE=1: every cell, a few training steps, claims reported not asserted (checks a GPU "
+                            "machine or Colab end to end in minutes; the figures mean nothing; book in book-smoke/)")
     p_book = sub.add_parser("book", help="write the HTML book from the notebooks' stored outputs (executes nothing)")
     p_book.add_argument("--book", "--build", dest="build", type=Path, default=book.BOOK_DIR,
                         help=f"the HTML book's folder (default: {book.BOOK_DIR})")
@@ -150,6 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     p_probe.add_argument("model", choices=["clip", "blip2", "dalle"])
     p_probe.add_argument("items", nargs="+", metavar="SEED|FIELD=VALUE",
                          help="training seeds (integers) and recipe fields to change, e.g. 0 1 2 num_steps=3600")
+    p_rehearse = sub.add_parser("rehearse", help="run the pretrained cells of 01, 02 and 05 against a local hub mirror "
+                                                 "of tiny checkpoints under the real ids (what tests/test_rehearsal.py runs)")
+    p_rehearse.add_argument("--dir", type=Path, default=None, help="notebooks folder (default: ./notebooks)")
+    p_rehearse.add_argument("--write", type=Path, default=None, metavar="FILE",
+                            help="store the request log there (tests/rehearsal_requests.txt after a library upgrade)")
     sub.add_parser("doctor", help="versions, device, threads, cache, and what the pretrained switch would decide")
     p_cache = sub.add_parser("cache", help="list the cached trained models (and --clear them)")
     p_cache.add_argument("--clear", action="store_true", help="delete every cached artefact")
@@ -170,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
         if not seeds:
             raise SystemExit("mmlab probe: give at least one training seed, e.g. `mmlab probe clip 0 num_steps=3600`")
         return probe(args.model, seeds, [x for x in args.items if not x.isdigit()])
+    if args.command == "rehearse":
+        from mmlab.tools.rehearsal import main as rehearse
+
+        return rehearse(args.dir or notebooks_dir(), write=args.write)
     if args.command == "book":
         return write_book(args.build, args.dir)
     if args.command == "copy":
@@ -189,12 +203,18 @@ def main(argv: list[str] | None = None) -> int:
         env["MMLAB_PRETRAINED"] = "1"
     if args.studies:
         env["MMLAB_STUDIES"] = "1"
+    build, yardstick = args.build, not args.no_yardstick and os.environ.get("MMLAB_YARDSTICK", "1").strip() != "0"
+    if args.smoke:
+        if args.inplace:
+            raise SystemExit("mmlab: --smoke runs a few training steps; its outputs must not be stored (drop --inplace)")
+        env.update(MMLAB_SMOKE="1", MMLAB_CLAIMS="report")
+        build = build if build != book.BOOK_DIR else Path("book-smoke")  # not the book of a real run
+        yardstick = False
     jobs = args.jobs
     if jobs is None:
         jobs, why = auto_jobs(env, inplace=args.inplace)
         print(f"notebooks at once: {jobs} ({why}; --jobs to choose)", flush=True)
-    yardstick = not args.no_yardstick and os.environ.get("MMLAB_YARDSTICK", "1").strip() != "0"
-    return run(args.names, args.build, inplace=args.inplace, timeout=args.timeout, directory=args.dir,
+    return run(args.names, build, inplace=args.inplace, timeout=args.timeout, directory=args.dir,
                progress=not args.no_progress, env=env, jobs=jobs, yardstick=yardstick)
 
 

@@ -253,8 +253,13 @@ def migrate_studies(path: Path, notebook: Path, rev: str, write: bool) -> list[s
             lines.append(f"  study {name!r} seed {key}: converted")
             changed = True
     if write and changed:
-        write_atomic(path, (json.dumps(stored, indent=1, sort_keys=True) + "\n").encode())
+        write_studies(path, stored)
     return lines
+
+
+def write_studies(path: Path, stored: dict) -> None:
+    """A studies file, written whole, in the layout ``mmlab.studies`` writes."""
+    write_atomic(path, (json.dumps(stored, indent=1, sort_keys=True) + "\n").encode())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -262,10 +267,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, default=ROOT / "notebooks")
     parser.add_argument("--rev", default="HEAD", help="git history to search for the old sources (default HEAD)")
     parser.add_argument("--write", action="store_true", help="write the converted records (default: a dry run)")
+    parser.add_argument("--restamp", action="store_true",
+                        help="re-stamp stored studies after a change that keeps every figure (mmlab.tools.restamp)")
     args = parser.parse_args(argv)
     for path in sorted(args.dir.glob("*.ipynb")):
-        print(f"{path.name}: {migrate_notebook(path, args.rev, args.write)}")
         studies = args.dir / "studies" / f"{path.stem}.json"
+        if args.restamp:
+            from mmlab.tools.restamp import restamp_studies
+
+            if studies.is_file():
+                print(f"{studies.name}:\n" + "\n".join(restamp_studies(studies, path, args.rev, args.write)))
+            continue
+        print(f"{path.name}: {migrate_notebook(path, args.rev, args.write)}")
         if studies.is_file():
             print("\n".join(migrate_studies(studies, path, args.rev, args.write)))
     return 0

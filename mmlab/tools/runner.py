@@ -126,19 +126,20 @@ def _error_lines(exc: Exception, lines: int = 6) -> str:
 
 def execute(path: Path, timeout: int = 1800, progress: bool = True, env: dict[str, str] | None = None,
             expected: float | None = None, stop: threading.Event | None = None,
-            lines: bool = False) -> tuple[nbformat.NotebookNode, RunResult]:
+            lines: bool = False, nb: nbformat.NotebookNode | None = None) -> tuple[nbformat.NotebookNode, RunResult]:
     """Execute one notebook top to bottom in a fresh kernel (cwd = its folder); ``env`` adds kernel variables.
 
     The kernel's ``MMLAB_REPORT`` file (see :mod:`mmlab.claims`) is read back into ``RunResult.report``, and
     the mmlab modules it loaded into ``RunResult.modules`` (for the stale-output stamp). The kernel's ``TMPDIR`` is
     a folder of its own (``mmlab.tools.scratch``), removed when the kernel is done, also when it was killed.
     ``stop`` (for a run in a worker thread, where no signal arrives): once set, the kernel is killed and the result
-    is ``"interrupted"``. ``lines``: progress as log lines, not one rewritten terminal line.
+    is ``"interrupted"``. ``lines``: progress as log lines, not one rewritten terminal line. ``nb``: execute these
+    cells instead of the file's (the rehearsal's selection of cells); ``path`` still names the run and its folder.
     """
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
-    nb = nbformat.read(path, as_version=4)
+    nb = nbformat.read(path, as_version=4) if nb is None else nb
     n_code = sum(c.cell_type == "code" for c in nb.cells)
     section = sections(nb)
     nb.cells.append(nbformat.v4.new_code_cell(stamp.MODULES_PROBE))  # removed again below
