@@ -213,10 +213,23 @@ def rehearse(notebooks_dir: Path, progress: bool = False) -> Rehearsal:
     return Rehearsal(results, unexpected, time.perf_counter() - t0)
 
 
+def library_versions() -> str:
+    """The releases whose requests the log records."""
+    from importlib.metadata import version
+
+    return ", ".join(f"{name} {version(name)}" for name in ("huggingface_hub", "transformers", "diffusers", "open_clip_torch"))
+
+
+def requests_only(log: str) -> list[str]:
+    """A request log's requests and section headers, its comment lines apart."""
+    return [line for line in log.splitlines() if not line.startswith("#")]
+
+
 def request_log(results: list[PassResult]) -> str:
-    """The contract's text: per notebook and pass, its requests as ``METHOD path``, sorted."""
+    """The contract's text: per notebook and pass, its requests as ``METHOD path``, sorted; the releases in a comment."""
     parts = ["# Hub requests of the rehearsal (mmlab.tools.rehearsal), per notebook and pass, sorted within each.",
-             "# After a library upgrade: `mmlab rehearse --write`, then read the diff."]
+             f"# Recorded with {library_versions()}.",
+             "# After a library upgrade: `mmlab rehearse --write tests/rehearsal_requests.txt`, then read the diff."]
     for r in results:
         parts.append(f"[{r.notebook} {r.run}]")
         parts += sorted(f"{method} {path}" for method, path in r.requests)
