@@ -8,7 +8,7 @@ Every request is logged (:attr:`HubMirror.requests`), so a test can assert exact
 what the mirror does not speak is answered 404 and listed in :attr:`HubMirror.unexpected`.
 
 Layout: ``ROOT/{owner}/{name}/<files, in subfolders too>``. Every repository is at one commit (``commit``), reachable
-as revision ``main`` or by that sha. What it speaks, as huggingface_hub 2.4.0 asks for it:
+as revision ``main`` or by that sha. What it speaks, as huggingface_hub 2.4.0 and 2.5.0 ask for it:
 
     HEAD|GET /                                      200: the endpoint answers (``mmlab.settings.online`` probes it)
     HEAD|GET /{repo}/resolve/{rev}/{path}           the file: X-Repo-Commit, ETag = X-Linked-Etag (sha256),
