@@ -25,3 +25,8 @@ def test_every_notebook_runs_green_with_a_few_training_steps(tmp_path, monkeypat
 def test_smoke_outputs_are_never_stored():
     with pytest.raises(SystemExit, match="must not be stored"):
         cli.main(["run", "--smoke", "--inplace", "01"])
+
+
+def test_smoke_never_runs_the_stored_studies():
+    with pytest.raises(SystemExit, match="studies"):
+        cli.main(["run", "--smoke", "--studies", "01"])

@@ -207,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         if args.inplace:
             raise SystemExit("mmlab: --smoke runs a few training steps; its outputs must not be stored (drop --inplace)")
+        if args.studies:
+            raise SystemExit("mmlab: --smoke with --studies would store a few steps' study results as the studies' own")
         env.update(MMLAB_SMOKE="1", MMLAB_CLAIMS="report")
         build = build if build != book.BOOK_DIR else Path("book-smoke")  # not the book of a real run
         yardstick = False
